@@ -1,0 +1,227 @@
+"""Typed, validated configs — the single source of truth for a run.
+
+Every config is a pydantic model with ``extra="forbid"``, so an unknown key is an error
+(with a "did you mean" hint). ``load_run_config(path)`` reads YAML; any validation
+problem becomes one ``UserError`` line naming the field.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from moelab.errors import UserError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Strict):
+    """Architecture of a Mixtral-style decoder-only MoE Transformer.
+
+    ``num_experts=1, top_k=1`` is the dense SwiGLU model.
+    """
+
+    vocab_size: int = Field(2048, gt=0)
+    d_model: int = Field(128, gt=0)
+    n_layers: int = Field(4, gt=0)
+    n_heads: int = Field(4, gt=0)
+    n_kv_heads: int | None = Field(None, gt=0, description="None means n_heads (full multi-head attention)")
+    num_experts: int = Field(8, gt=0)
+    top_k: int = Field(2, gt=0)
+    expert_hidden: int | None = Field(None, gt=0, description="None means ffn_mult * d_model")
+    ffn_mult: float = Field(2.0, gt=0)
+    max_seq_len: int = Field(512, gt=0)
+    rope_theta: float = Field(1_000_000.0, gt=0)
+    rms_eps: float = Field(1e-5, gt=0)
+    tie_embeddings: bool = False
+    init_std: float = Field(0.02, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "ModelConfig":
+        if self.top_k > self.num_experts:
+            raise ValueError(f"top_k={self.top_k} exceeds num_experts={self.num_experts}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        if self.n_heads % self.kv_heads:
+            raise ValueError(f"n_heads={self.n_heads} is not divisible by n_kv_heads={self.kv_heads}")
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim={self.head_dim} must be even for RoPE")
+        return self
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_heads or self.n_heads
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def ffn_hidden(self) -> int:
+        return self.expert_hidden or int(round(self.ffn_mult * self.d_model))
+
+    @property
+    def sparsity(self) -> float:
+        return 1.0 - self.top_k / self.num_experts
+
+
+class DataSourceConfig(_Strict):
+    """One source of pretraining text. ``kind='world'`` is the embedded default world."""
+
+    kind: Literal["world", "text", "jsonl", "parquet", "hf"] = "world"
+    path: str | None = None
+    text_field: str = "text"
+    split: str = "train"
+    weight: float = Field(1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "DataSourceConfig":
+        if self.kind != "world" and not self.path:
+            raise ValueError(f"data source of kind '{self.kind}' needs a path")
+        return self
+
+
+class WorldConfig(_Strict):
+    """The embedded synthetic knowledge-and-reasoning world."""
+
+    seed: int = 0
+    num_people: int = Field(400, gt=1)
+    train_people_fraction: float = Field(0.5, gt=0, lt=1)
+    bio_paraphrases: int = Field(4, gt=0)
+    reasoning_tasks: list[str] = Field(default_factory=lambda: ["basic_arithmetic", "chain_sum"])
+    reasoning_train_items: int = Field(2000, ge=0)
+    reasoning_eval_items: int = Field(100, gt=0)
+    knowledge_eval_items: int = Field(100, gt=0)
+
+
+class DataConfig(_Strict):
+    world: WorldConfig = Field(default_factory=WorldConfig)
+    sources: list[DataSourceConfig] = Field(default_factory=lambda: [DataSourceConfig()])
+    tokenizer: str | None = Field(None, description="path to a Hugging Face tokenizer; None trains a BPE on the data")
+    vocab_size: int = Field(2048, gt=255)
+    seq_len: int = Field(128, gt=1)
+    val_fraction: float = Field(0.05, gt=0, lt=1)
+
+
+class TrainConfig(_Strict):
+    seed: int = 0
+    batch_size: int = Field(16, gt=0, description="global batch in sequences")
+    grad_accum: int = Field(1, gt=0)
+    steps: int | None = Field(None, gt=0, description="None derives steps from tokens")
+    tokens: int | None = Field(None, gt=0)
+    lr: float = Field(3e-3, gt=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    warmup_steps: int = Field(20, ge=0)
+    schedule: Literal["cosine", "wsd", "constant"] = "cosine"
+    decay_fraction: float = Field(0.2, gt=0, le=1, description="wsd: share of steps spent decaying")
+    weight_decay: float = Field(0.1, ge=0)
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.95, ge=0, lt=1)
+    grad_clip: float = Field(1.0, ge=0)
+    aux_loss_coef: float = Field(1e-2, ge=0)
+    z_loss_coef: float = Field(1e-3, ge=0)
+    precision: Literal["fp32", "bf16"] = "bf16"
+    device: str = "auto"
+    eval_every: int = Field(50, gt=0)
+    eval_batches: int = Field(4, gt=0)
+    checkpoint_every: int = Field(100, gt=0)
+    keep_checkpoints: int = Field(2, gt=0)
+    log_every: int = Field(10, gt=0)
+    distributed: Literal["none", "ddp", "fsdp"] = "ddp"
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainConfig":
+        if self.batch_size % self.grad_accum:
+            raise ValueError(f"batch_size={self.batch_size} is not divisible by grad_accum={self.grad_accum}")
+        return self
+
+
+class EvalConfig(_Strict):
+    tasks: list[str] = Field(default_factory=lambda: ["knowledge", "reasoning"])
+    task_files: list[str] = Field(default_factory=list)
+    limit: int | None = Field(None, gt=0)
+    max_new_tokens: int = Field(48, gt=0)
+    shots: int = Field(0, ge=0)
+
+
+class RunConfig(_Strict):
+    """Everything one training run needs: the file ``moelab train RUN.yaml`` reads."""
+
+    name: str = "run"
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+
+# ---------------------------------------------------------------- loading and errors
+
+
+def _did_you_mean(model_cls: type[BaseModel], loc: tuple[Any, ...], key: str) -> str:
+    """Suggest the closest known field for an unknown key at ``loc``."""
+    cls: Any = model_cls
+    for part in loc[:-1]:
+        field = getattr(cls, "model_fields", {}).get(part)
+        if field is None:
+            return ""
+        ann = field.annotation
+        cls = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        if cls is None:
+            return ""
+    names = list(getattr(cls, "model_fields", {}))
+    close = difflib.get_close_matches(str(key), names, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def format_validation_error(err: ValidationError, model_cls: type[BaseModel], source: str) -> str:
+    """One line naming the first bad field of ``err``."""
+    first = err.errors()[0]
+    loc = tuple(first.get("loc", ()))
+    where = ".".join(str(p) for p in loc) or "(top level)"
+    if first.get("type") == "extra_forbidden":
+        return f"{source}: unknown key '{where}'{_did_you_mean(model_cls, loc, loc[-1] if loc else '')}"
+    msg = first.get("msg", "invalid value").removeprefix("Value error, ")
+    return f"{source}: {where}: {msg}"
+
+
+def validate(model_cls: type[BaseModel], data: Any, source: str) -> Any:
+    """Build ``model_cls`` from plain data, turning validation errors into one ``UserError`` line."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return model_cls.model_validate(data)
+    except ValidationError as err:
+        raise UserError(format_validation_error(err, model_cls, source)) from None
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML file; a missing file or a syntax error is a one-line ``UserError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise UserError(f"{path}: invalid YAML{where}: {getattr(err, 'problem', None) or err}") from None
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    return validate(RunConfig, read_yaml(path), str(path))
+
+
+def dump_yaml(cfg: BaseModel) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
