@@ -183,11 +183,11 @@ def format_validation_error(err: ValidationError, model_cls: type[BaseModel], so
     """One line naming the first bad field of ``err``."""
     first = err.errors()[0]
     loc = tuple(first.get("loc", ()))
-    where = ".".join(str(p) for p in loc) or "(top level)"
+    where = ".".join(str(p) for p in loc)
     if first.get("type") == "extra_forbidden":
         return f"{source}: unknown key '{where}'{_did_you_mean(model_cls, loc, loc[-1] if loc else '')}"
     msg = first.get("msg", "invalid value").removeprefix("Value error, ")
-    return f"{source}: {where}: {msg}"
+    return f"{source}: {where}: {msg}" if where else f"{source}: {msg}"
 
 
 def validate(model_cls: type[BaseModel], data: Any, source: str) -> Any:
@@ -225,3 +225,73 @@ def load_run_config(path: str | Path) -> RunConfig:
 
 def dump_yaml(cfg: BaseModel) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+# ---------------------------------------------------------------- studies
+
+
+class GridConfig(_Strict):
+    """The family's axes; the planner takes their cartesian product."""
+
+    d_model: list[int] = Field(default_factory=lambda: [128], min_length=1)
+    num_experts: list[int] = Field(default_factory=lambda: [1, 8], min_length=1)
+    top_k: list[int] = Field(default_factory=lambda: [1, 2], min_length=1)
+    lr: list[float] = Field(default_factory=list, description="learning-rate axis; empty means base.train.lr")
+    init_std: list[float] = Field(default_factory=list, description="init-std axis; empty means base.model.init_std")
+    seed: list[int] = Field(default_factory=list, description="seed axis; empty means base.train.seed")
+
+    @model_validator(mode="after")
+    def _check(self) -> "GridConfig":
+        for name in ("d_model", "num_experts", "top_k"):
+            bad = [v for v in getattr(self, name) if v <= 0]
+            if bad:
+                raise ValueError(f"{name} values must be positive, got {bad[0]}")
+        for name in ("lr", "init_std"):
+            bad = [v for v in getattr(self, name) if v <= 0]
+            if bad:
+                raise ValueError(f"{name} values must be positive, got {bad[0]}")
+        return self
+
+
+class StudyConfig(_Strict):
+    """An iso-FLOP family: budgets × grid, each member trained on C / (6·N_active) tokens."""
+
+    name: str = "study"
+    budgets: list[float] = Field(default_factory=list, description="training FLOPs per run (iso-FLOP families)")
+    tokens: list[float] = Field(default_factory=list, description="or: training tokens per run (iso-token families)")
+    grid: GridConfig = Field(default_factory=GridConfig)
+    heads_rule: Literal["fixed", "head_dim"] = Field(
+        "head_dim", description="'head_dim': n_heads = d_model / head_dim; 'fixed': base.model.n_heads")
+    head_dim: int = Field(32, gt=0)
+    max_memory_gb: float = Field(16.0, gt=0, description="runs whose memory estimate exceeds this are infeasible")
+    base: RunConfig = Field(default_factory=RunConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> "StudyConfig":
+        if bool(self.budgets) == bool(self.tokens):
+            raise ValueError("give exactly one of 'budgets' (FLOPs) or 'tokens'")
+        bad = [b for b in self.budgets + self.tokens if not b > 0]
+        if bad:
+            raise ValueError(f"budget must be positive, got {bad[0]:g}")
+        return self
+
+
+def load_study_config(path_or_preset: str | Path) -> StudyConfig:
+    """A study file path, or the name of a bundled preset (``smoke``, ``demo``, ``paper``…)."""
+    path = Path(path_or_preset)
+    if not path.exists() and not str(path_or_preset).endswith((".yaml", ".yml")):
+        preset = preset_path(str(path_or_preset))
+        if preset is None:
+            known = ", ".join(list_presets())
+            raise UserError(f"unknown study preset or file '{path_or_preset}' (presets: {known})")
+        path = preset
+    return validate(StudyConfig, read_yaml(path), str(path_or_preset))
+
+
+def preset_path(name: str) -> Path | None:
+    p = Path(__file__).parent / "presets" / f"{name}.yaml"
+    return p if p.is_file() else None
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in (Path(__file__).parent / "presets").glob("*.yaml"))

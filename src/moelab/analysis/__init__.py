@@ -1,0 +1,1 @@
+"""Analysis: figures, fits and the HTML report."""

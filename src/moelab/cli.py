@@ -1,0 +1,209 @@
+"""The `moelab` command line. Thin: parse arguments, call library functions, print.
+
+A ``UserError`` anywhere becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from moelab.errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one line and exit code 2."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        raise UserError(f"{self.prog}: {message}")
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_params(args) -> int:
+    from moelab import accounting
+    from moelab.config import ModelConfig, validate
+
+    fields: dict = {}
+    if args.preset == "paper":
+        fields |= accounting.PAPER_ARCH
+        fields["n_heads"] = accounting.paper_heads(args.d_model or 512)
+    elif args.preset is not None:
+        raise UserError(f"--preset: unknown architecture preset '{args.preset}' (known: paper)")
+    for key, value in (("d_model", args.d_model), ("num_experts", args.experts), ("top_k", args.top_k),
+                       ("n_layers", args.layers), ("vocab_size", args.vocab), ("n_heads", args.heads),
+                       ("n_kv_heads", args.kv_heads), ("expert_hidden", args.expert_hidden)):
+        if value is not None:
+            fields[key] = value
+    cfg = validate(ModelConfig, fields, "params")
+    tokens = args.tokens if args.tokens is not None else (accounting.PAPER_TOKENS if args.preset == "paper" else None)
+    if tokens is not None and tokens <= 0:
+        raise UserError(f"--tokens: must be positive, got {tokens:g}")
+    info = accounting.summary(cfg, tokens)
+    if args.json:
+        _print_json(info)
+    else:
+        from moelab.ui import print_kv
+
+        print_kv(info, title=info["name"])
+    return 0
+
+
+def cmd_train(args) -> int:
+    from moelab.config import load_run_config
+    from moelab.train.trainer import train
+
+    cfg = load_run_config(args.config)
+    summary = train(cfg, Path(args.out), progress=not args.quiet)
+    if args.json:
+        _print_json(summary)
+    return 0
+
+
+def cmd_export_hf(args) -> int:
+    from moelab.interop.hf import export_hf
+    from moelab.modelio import load_model
+
+    model, tokenizer, cfg = load_model(args.model)
+    export_hf(model, cfg, Path(args.out), tokenizer=tokenizer)
+    print(f"wrote Hugging Face Mixtral checkpoint to {args.out}")
+    return 0
+
+
+def cmd_import_hf(args) -> int:
+    from moelab.modelio import load_model, save_model_dir
+
+    model, tokenizer, cfg = load_model(args.hf_dir)
+    save_model_dir(model, cfg, tokenizer, Path(args.out))
+    print(f"wrote moelab model directory to {args.out}")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    import torch
+
+    from moelab.data.tokenizer import encode_prompt
+    from moelab.model.generate import generate
+    from moelab.modelio import load_model
+
+    model, tok, _ = load_model(args.model)
+    gen = torch.Generator().manual_seed(args.seed)
+    out = generate(model, [encode_prompt(tok, p) for p in args.prompt], max_new_tokens=args.max_new_tokens,
+                   eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, temperature=args.temperature,
+                   top_p=args.top_p, stop_strings=tuple(args.stop or ()), decode=tok.decode, generator=gen)
+    for prompt, ids in zip(args.prompt, out):
+        print(prompt + tok.decode(ids))
+    return 0
+
+
+def cmd_plan(args) -> int:
+    from moelab.config import load_study_config
+    from moelab.study.plan import plan
+
+    runs = plan(load_study_config(args.study))
+    if args.json:
+        _print_json([r.row() for r in runs])
+    else:
+        from moelab.ui import print_plan
+
+        print_plan(runs)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from moelab.demo import run_demo
+
+    result = run_demo(args.preset, Path(args.out), progress=not args.quiet)
+    print(f"results: {result['results_csv']}\nreport:  {result['report_html']}")
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="moelab", description="Mixture-of-Experts sparsity studies.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    s = sub.add_parser("params", help="parameter, FLOP and TPP accounting for one architecture")
+    s.add_argument("--preset", help="architecture preset (paper: the seed paper's released models)")
+    s.add_argument("--d-model", type=int)
+    s.add_argument("--experts", type=int)
+    s.add_argument("--top-k", type=int)
+    s.add_argument("--layers", type=int)
+    s.add_argument("--heads", type=int)
+    s.add_argument("--kv-heads", type=int)
+    s.add_argument("--vocab", type=int)
+    s.add_argument("--expert-hidden", type=int)
+    s.add_argument("--tokens", type=float, help="training tokens (paper preset: 125B)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_params)
+
+    s = sub.add_parser("train", help="train one model (resumes when --out holds a checkpoint)")
+    s.add_argument("config", help="RUN.yaml")
+    s.add_argument("--out", required=True)
+    s.add_argument("--quiet", action="store_true")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("export-hf", help="write a transformers Mixtral checkpoint")
+    s.add_argument("model", help="run, checkpoint or model directory")
+    s.add_argument("out")
+    s.set_defaults(func=cmd_export_hf)
+
+    s = sub.add_parser("import-hf", help="turn a Hugging Face Mixtral checkpoint into a moelab model directory")
+    s.add_argument("hf_dir")
+    s.add_argument("out")
+    s.set_defaults(func=cmd_import_hf)
+
+    s = sub.add_parser("generate", help="complete prompts with a model")
+    s.add_argument("--model", required=True)
+    s.add_argument("--prompt", action="append", required=True)
+    s.add_argument("--max-new-tokens", type=int, default=64)
+    s.add_argument("--temperature", type=float, default=0.0)
+    s.add_argument("--top-p", type=float, default=1.0)
+    s.add_argument("--stop", action="append")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_generate)
+
+    s = sub.add_parser("plan", help="plan a study: one row per run, infeasible points with the reason")
+    s.add_argument("study", help="STUDY.yaml or a bundled preset name")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_plan)
+
+    s = sub.add_parser("demo", help="plan, train, evaluate and report a small iso-FLOP family")
+    s.add_argument("--out", required=True)
+    s.add_argument("--preset", default="demo", help="demo (default, ~15 min on 2 cores) or smoke (~2 min)")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_demo)
+
+    try:
+        from moelab.eval.cli import add_eval_commands
+    except ImportError:
+        pass
+    else:
+        add_eval_commands(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args) or 0
+    except UserError as err:
+        print(f"moelab: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("moelab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,100 @@
+"""Byte-level BPE tokenizers: train on the run's own text, save and load in Hugging Face format.
+
+The tokenizer adds no special tokens by itself (``tok.encode(text)`` is the bare text);
+callers add ``<|bos|>`` / ``<|eos|>`` explicitly: ``encode_prompt`` for prompts, the corpus
+for documents (``<|bos|> doc <|eos|>``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+from moelab.errors import UserError
+
+BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
+SPECIAL_TOKENS = (BOS, EOS, PAD)
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE with ``<|bos|>``, ``<|eos|>``, ``<|pad|>`` (ids 0, 1, 2).
+
+    Digits are split one per token before BPE, so no merge ever spans two digits and
+    arithmetic keeps a consistent per-digit representation.
+    """
+    tok = Tokenizer(models.BPE())  # byte-level: every byte is in the alphabet, no <unk> needed
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD)
+
+
+def save_tokenizer(tok: PreTrainedTokenizerBase, directory: str | Path) -> None:
+    """Write the tokenizer files into ``directory`` (created if needed; other files there are kept).
+
+    Each file is written to a temporary directory first and moved into place with an
+    atomic rename, so a crash never leaves a half-written tokenizer file.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=directory, prefix=".tokenizer-tmp-") as tmp:
+        tok.save_pretrained(tmp)
+        _portable_class_name(Path(tmp) / "tokenizer_config.json")
+        for name in sorted(os.listdir(tmp)):
+            with open(os.path.join(tmp, name), "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(os.path.join(tmp, name), directory / name)
+
+
+def _portable_class_name(config_path: Path) -> None:
+    # transformers 5 writes "TokenizersBackend", which transformers 4 cannot load; both
+    # versions load "PreTrainedTokenizerFast" (an alias of the same class in 5).
+    if not config_path.is_file():
+        return
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    if config.get("tokenizer_class") == "TokenizersBackend":
+        config["tokenizer_class"] = "PreTrainedTokenizerFast"
+        config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+
+def load_tokenizer(directory: str | Path) -> PreTrainedTokenizerBase:
+    """Load a Hugging Face tokenizer directory offline; a missing or unreadable one is a UserError."""
+    directory = Path(directory).expanduser()
+    if not directory.is_dir():
+        raise UserError(f"{directory}: no such tokenizer directory")
+    if not any((directory / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
+        raise UserError(f"{directory}: not a tokenizer directory (no tokenizer.json or tokenizer_config.json)")
+    try:
+        return AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+    except Exception as err:  # transformers raises many types; the user needs one line
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"{directory}: cannot load tokenizer: {first}") from None
+
+
+def bos_eos_ids(tok: PreTrainedTokenizerBase) -> tuple[int, int]:
+    """(BOS id, EOS id). A tokenizer with only one of them (GPT-2 style) uses it for both."""
+    bos, eos = tok.bos_token_id, tok.eos_token_id
+    bos = eos if bos is None else bos
+    eos = bos if eos is None else eos
+    if bos is None:
+        raise UserError(f"tokenizer {tok.name_or_path or ''} has neither a BOS nor an EOS token".replace("  ", " "))
+    return bos, eos
+
+
+def encode_prompt(tok: PreTrainedTokenizerBase, text: str) -> list[int]:
+    """Token ids of ``text`` with BOS prepended — how every document starts in training."""
+    return [bos_eos_ids(tok)[0], *tok.encode(text, add_special_tokens=False)]

@@ -1,0 +1,79 @@
+"""`moelab demo`: the thin end-to-end path — plan a small iso-FLOP family, train each
+member on the default world, evaluate it, write ``results.csv`` and ``report.html``.
+
+Re-running on the same directory skips finished work (training resumes from its last
+checkpoint; evaluations already written are reused).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from moelab.config import load_study_config
+from moelab.errors import UserError
+from moelab.study.plan import plan
+from moelab.ui import console
+
+
+def evaluate_run(run_dir: Path, cfg, *, progress: bool = True) -> dict:
+    """Evaluate a trained run once; cached in ``run_dir/eval/summary.json``."""
+    from moelab.atomic import write_json_atomic
+    from moelab.data.world import build_world
+    from moelab.eval.gaps import evaluate_model
+    from moelab.modelio import load_model
+
+    cached = run_dir / "eval" / "summary.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
+    model, tokenizer, _ = load_model(run_dir)
+    train_summary = json.loads((run_dir / "train_summary.json").read_text())
+    world = build_world(cfg.data.world)
+    result = evaluate_model(model, tokenizer, world, cfg.eval, train_summary=train_summary, progress=progress)
+    write_json_atomic(cached, result)
+    return result
+
+
+def run_demo(preset: str, out: Path, *, progress: bool = True) -> dict:
+    from moelab.analysis.report import write_demo_report
+    from moelab.atomic import write_text_atomic
+    from moelab.study.results import rows_to_csv
+    from moelab.train.trainer import train
+
+    study = load_study_config(preset)
+    runs = plan(study)
+    feasible = [r for r in runs if r.feasible]
+    if not feasible:
+        raise UserError(f"study '{preset}': no feasible run ({runs[0].reason if runs else 'empty grid'})")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise UserError(f"--out {out}: not writable ({err.strerror})") from None
+
+    rows: list[dict] = []
+    started = time.time()
+    for i, run in enumerate(feasible, 1):
+        console.print(f"[bold]run {i}/{len(feasible)}[/bold] {run.run_id} ({run.name}, "
+                      f"{run.steps} steps, {run.tokens:,} tokens, TPP {run.tpp:.2g})")
+        run_dir = out / "runs" / run.run_id
+        summary = train(run.config, run_dir, progress=progress)
+        evaluation = evaluate_run(run_dir, run.config, progress=progress)
+        rows.append(run.row() | {"status": "done"} | _flat_train(summary) | evaluation)
+    for run in runs:
+        if not run.feasible:
+            rows.append(run.row() | {"status": "infeasible"})
+
+    results_csv = out / "results.csv"
+    write_text_atomic(results_csv, rows_to_csv(rows))
+    report_html = write_demo_report(rows, out / "report.html", title=f"moelab demo — study '{study.name}'")
+    console.print(f"demo finished in {time.time() - started:.0f} s")
+    return {"results_csv": str(results_csv), "report_html": str(report_html), "rows": rows}
+
+
+def _flat_train(summary: dict) -> dict:
+    keep = ("train_loss", "val_loss", "tokens_seen", "steps", "wall_s", "tokens_per_s")
+    return {k: summary[k] for k in keep if k in summary}

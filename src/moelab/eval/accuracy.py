@@ -1,0 +1,343 @@
+"""Accuracy: greedy generation, answer extraction, exact match and the task's own scorer.
+
+    result = accuracy(model, tok, get_task("reasoning", world), split="heldout", shots=2)
+    result.accuracy, result.exact_match, result.write_records("eval/reasoning-heldout.jsonl")
+
+Pipeline per item (generation items):
+
+1. Prompt = few-shot exemplars (``shots`` train-split items drawn with ``random.Random(seed)``,
+   never the item itself, each written ``prompt + answer + "\\n\\n"``) + the item's prompt,
+   encoded as ``BOS + ids``. A prompt longer than ``max_seq_len - max_new_tokens`` keeps its
+   last tokens (``num_truncated`` counts them).
+2. Greedy decoding (:func:`moelab.model.generate.generate`: batched, KV cache, prompts sorted by
+   length), stopping at EOS, ``"\\n\\nQuestion:"`` / ``"\\nQuestion:"`` (the next few-shot question)
+   and the task's own stop strings (``"\\n"`` for knowledge).
+3. Extraction by family: knowledge — normalised first line; reasoning with a numeric gold —
+   ``#### N``, else "the answer is N", else the last number (normalised); reasoning with a
+   non-numeric gold — the first line after ``####`` (or the first line), normalised.
+4. ``exact_match``: extracted answer equals the normalised gold. ``correct``: the task's own
+   scorer gives full credit (``Task.score(item, completion)``: reasoning-gym's ``score_answer`` for
+   the world's reasoning tasks) — or exact match when there is no task scorer. The headline
+   ``accuracy`` is the mean of ``correct``.
+
+Multiple-choice items (``meta["choices"]``: list of continuations, ``meta["label"]``: the right
+index) are scored by log-likelihood instead: ``acc`` picks the choice with the highest summed
+log-probability, ``acc_norm`` the highest log-probability per UTF-8 byte of the choice
+(:func:`score_multiple_choice`). Their ``acc`` counts towards ``accuracy``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from moelab.data.world import Task, TaskItem
+from moelab.errors import UserError
+from moelab.eval.extract import extract_knowledge, extract_numeric, first_line, normalize_number, normalize_text
+from moelab.eval.tasks import REASONING_STOPS
+from moelab.eval.taskloss import encode_pairs, sequence_nll
+
+__all__ = [
+    "AccuracyResult",
+    "MultipleChoiceScores",
+    "accuracy",
+    "score_multiple_choice",
+    "extract_prediction",
+    "is_exact_match",
+    "fewshot_prompts",
+]
+
+_GEN_TOKEN_BUDGET = {"cpu": 8192, "cuda": 131072}
+_MAX_GEN_BATCH = 256
+
+
+@dataclass
+class AccuracyResult:
+    task: str
+    split: str
+    shots: int
+    accuracy: float  # headline: mean of `correct` over all items (nan when there are none)
+    exact_match: float | None  # mean exact match over generation items (None when there are none)
+    acc_norm: float | None  # multiple-choice items only (None when there are none)
+    num_items: int
+    num_truncated: int
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able numbers without the records."""
+        return {
+            "accuracy": None if math.isnan(self.accuracy) else self.accuracy,
+            "exact_match": self.exact_match,
+            "acc_norm": self.acc_norm,
+            "num_items": self.num_items,
+            "num_truncated": self.num_truncated,
+            "shots": self.shots,
+        }
+
+    def write_records(self, path: str | Path) -> Path:
+        """Write one JSON object per item (atomically) and return the path."""
+        from moelab.atomic import atomic_write_text
+
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.records)
+        atomic_write_text(path, text)
+        return Path(path)
+
+
+# ---------------------------------------------------------------- extraction and matching
+
+
+def _numeric_gold(gold: str) -> bool:
+    return normalize_number(gold) is not None
+
+
+def extract_prediction(family: str, completion: str, gold: str) -> str | None:
+    """The short answer in ``completion`` for a task of ``family`` (see module docstring, step 3)."""
+    if family == "knowledge":
+        return extract_knowledge(completion)
+    if _numeric_gold(gold):
+        value = extract_numeric(completion)
+        return None if value is None else (normalize_number(value) or value)
+    if "####" in completion:
+        return normalize_text(first_line(completion.split("####", 1)[1]))
+    return normalize_text(first_line(completion))
+
+
+def is_exact_match(family: str, extracted: str | None, gold: str) -> bool:
+    if extracted is None:
+        return False
+    if family != "knowledge" and _numeric_gold(gold):
+        return extracted == normalize_number(gold)
+    return extracted == normalize_text(gold)
+
+
+def _infer_family(items: Sequence[TaskItem]) -> str:
+    numeric = any("####" in it.answer for it in items) or (items and all(_numeric_gold(it.gold) for it in items))
+    return "reasoning" if numeric else "knowledge"
+
+
+# ---------------------------------------------------------------- multiple choice
+
+
+@dataclass
+class MultipleChoiceScores:
+    pred: list[int]  # argmax of summed log-likelihood
+    pred_norm: list[int]  # argmax of log-likelihood per byte
+    correct: list[bool]
+    correct_norm: list[bool]
+
+    @property
+    def acc(self) -> float:
+        return sum(self.correct) / len(self.correct) if self.correct else math.nan
+
+    @property
+    def acc_norm(self) -> float:
+        return sum(self.correct_norm) / len(self.correct_norm) if self.correct_norm else math.nan
+
+
+def _argmax(values: Sequence[float]) -> int:
+    return max(range(len(values)), key=lambda i: (values[i], -i))  # ties go to the first choice
+
+
+def score_multiple_choice(
+    logliks: Sequence[Sequence[float]], num_bytes: Sequence[Sequence[int]], labels: Sequence[int]
+) -> MultipleChoiceScores:
+    """acc / acc_norm from per-choice log-likelihoods (nats, summed over the choice's tokens).
+
+    ``acc_norm`` divides each log-likelihood by the choice's UTF-8 byte count before the argmax,
+    so long choices are not penalised for having more tokens.
+    """
+    pred, pred_norm = [], []
+    for ll, nb in zip(logliks, num_bytes, strict=True):
+        assert len(ll) == len(nb) and ll, "one log-likelihood and one byte count per choice"
+        pred.append(_argmax(ll))
+        pred_norm.append(_argmax([x / max(b, 1) for x, b in zip(ll, nb)]))
+    return MultipleChoiceScores(
+        pred=pred,
+        pred_norm=pred_norm,
+        correct=[p == y for p, y in zip(pred, labels, strict=True)],
+        correct_norm=[p == y for p, y in zip(pred_norm, labels, strict=True)],
+    )
+
+
+# ---------------------------------------------------------------- few-shot prompts
+
+
+def fewshot_prompts(items: Sequence[TaskItem], pool: Sequence[TaskItem], shots: int, seed: int) -> list[str]:
+    """Each item's prompt with ``shots`` exemplars from ``pool`` prepended (never the item itself).
+
+    Exemplars are drawn per item, in item order, from one ``random.Random(seed)``, so the first n
+    items get the same exemplars whatever ``limit`` is.
+    """
+    if shots == 0:
+        return [it.prompt for it in items]
+    rng = random.Random(seed)
+    out = []
+    for it in items:
+        draw = rng.sample(range(len(pool)), min(shots + 1, len(pool)))
+        chosen = [pool[j] for j in draw if pool[j].prompt != it.prompt][:shots]
+        if len(chosen) < shots:
+            raise UserError(f"shots={shots}: the train split has only {len(pool)} items to draw exemplars from")
+        out.append("".join(ex.prompt + ex.answer + "\n\n" for ex in chosen) + it.prompt)
+    return out
+
+
+# ---------------------------------------------------------------- the evaluation
+
+
+def _generate_all(
+    model, tokenizer, prompts: list[str], *, max_new_tokens: int, stop_strings: tuple[str, ...],
+    batch_size: int | None, progress: bool,
+) -> tuple[list[str], list[bool]]:
+    from moelab.data.tokenizer import bos_eos_ids
+    from moelab.model.generate import generate
+    from moelab.ui import progress_bar
+
+    device = next(model.parameters()).device
+    bos, eos = bos_eos_ids(tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    keep = max(1, model.cfg.max_seq_len - max_new_tokens)
+    encoded = tokenizer(prompts, add_special_tokens=False)["input_ids"] if prompts else []
+    ids = [[bos, *e] for e in encoded]
+    truncated = [len(x) > keep for x in ids]
+    ids = [x[-keep:] for x in ids]
+    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+    if batch_size is None and ids:
+        budget = _GEN_TOKEN_BUDGET.get(device.type, _GEN_TOKEN_BUDGET["cuda"])
+        batch_size = max(1, min(_MAX_GEN_BATCH, budget // (len(ids[order[0]]) + max_new_tokens)))
+
+    def decode(toks: list[int]) -> str:
+        return tokenizer.decode(toks, skip_special_tokens=True)
+
+    completions = [""] * len(ids)
+    with progress_bar(progress, unit="items") as bar:
+        task_id = bar.add_task("accuracy", total=len(ids), info="") if bar is not None else None
+        for lo in range(0, len(order), batch_size or 1):
+            rows = order[lo : lo + (batch_size or 1)]
+            new = generate(model, [ids[i] for i in rows], max_new_tokens=max_new_tokens, eos_token_id=eos,
+                           pad_token_id=pad, stop_strings=stop_strings, decode=decode)
+            for i, toks in zip(rows, new):
+                completions[i] = decode(toks)
+            if bar is not None:
+                bar.update(task_id, advance=len(rows))
+    return completions, truncated
+
+
+def _multiple_choice(model, tokenizer, items, prompts, *, batch_size, progress) -> tuple[list[dict], MultipleChoiceScores, int]:
+    pairs, owner = [], []
+    for k, (it, prompt) in enumerate(zip(items, prompts)):
+        for choice in it.meta["choices"]:
+            pairs.append((prompt, choice))
+            owner.append(k)
+    enc_prompts, enc_choices = encode_pairs(tokenizer, pairs)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    nll, _, truncated = sequence_nll(model, enc_prompts, enc_choices, batch_size=batch_size, pad_token_id=pad,
+                                     progress=progress, description="choices")
+    logliks: list[list[float]] = [[] for _ in items]
+    nbytes: list[list[int]] = [[] for _ in items]
+    trunc = [False] * len(items)
+    for k, (_, choice), x, tr in zip(owner, pairs, nll, truncated):
+        logliks[k].append(-x)
+        nbytes[k].append(len(choice.encode("utf-8")))
+        trunc[k] |= tr
+    labels = [it.meta["label"] for it in items]
+    scores = score_multiple_choice(logliks, nbytes, labels)
+    records = [
+        {"prompt": it.prompt, "choices": it.meta["choices"], "logliks": ll, "label": y, "pred": p, "pred_norm": pn,
+         "gold": it.gold, "correct": c, "correct_norm": cn, "score": float(c), "truncated": tr}
+        for it, ll, y, p, pn, c, cn, tr in zip(items, logliks, labels, scores.pred, scores.pred_norm, scores.correct,
+                                                scores.correct_norm, trunc)
+    ]
+    return records, scores, sum(trunc)
+
+
+@torch.no_grad()
+def accuracy(
+    model: torch.nn.Module,
+    tokenizer,
+    task_or_items: Task | Sequence[TaskItem],
+    *,
+    split: str = "heldout",
+    shots: int = 0,
+    limit: int | None = None,
+    max_new_tokens: int = 48,
+    batch_size: int | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> AccuracyResult:
+    """Accuracy of ``model`` on the first ``limit`` items of a task split (or a list of items).
+
+    See the module docstring for the pipeline. ``batch_size=None`` picks prompts per generation
+    batch from a token budget.
+    """
+    if isinstance(task_or_items, Task):
+        task = task_or_items
+        if split not in task.splits:
+            raise UserError(f"task '{task.name}' has no split '{split}' (splits: {', '.join(task.splits)})")
+        items = list(task.splits[split])
+        name, family = task.name, task.family
+        scorer: Callable[[TaskItem, str], float] | None = task.score
+        stops = tuple(dict.fromkeys((*REASONING_STOPS, *task.stop_strings)))
+        pool = task.splits.get("train")
+    else:
+        task, items = None, list(task_or_items)
+        name, family, scorer, pool = "items", _infer_family(items), None, None
+        stops = REASONING_STOPS + (("\n",) if family == "knowledge" else ())
+    if limit is not None:
+        items = items[:limit]
+    if shots:
+        if not pool:
+            raise UserError(f"shots={shots}: task '{name}' has no train split to draw exemplars from")
+    prompts = fewshot_prompts(items, pool or [], shots, seed)
+
+    mc = [k for k, it in enumerate(items) if "choices" in it.meta]
+    gen = [k for k, it in enumerate(items) if "choices" not in it.meta]
+    records: list[dict[str, Any]] = [{} for _ in items]
+    num_truncated = 0
+    exact: list[bool] = []
+    acc_norm = None
+
+    if gen:
+        completions, truncated = _generate_all(
+            model, tokenizer, [prompts[k] for k in gen], max_new_tokens=max_new_tokens, stop_strings=stops,
+            batch_size=batch_size, progress=progress,
+        )
+        num_truncated += sum(truncated)
+        for k, completion, tr in zip(gen, completions, truncated):
+            it = items[k]
+            extracted = extract_prediction(family, completion, it.gold)
+            em = is_exact_match(family, extracted, it.gold)
+            score = float(scorer(it, completion)) if scorer is not None else float(em)
+            exact.append(em)
+            records[k] = {"prompt": it.prompt, "completion": completion, "extracted": extracted, "gold": it.gold,
+                          "exact_match": em, "score": score, "correct": score >= 1.0, "truncated": tr}
+    if mc:
+        mc_records, scores, tr = _multiple_choice(
+            model, tokenizer, [items[k] for k in mc], [prompts[k] for k in mc], batch_size=batch_size, progress=progress
+        )
+        num_truncated += tr
+        acc_norm = scores.acc_norm
+        for k, rec in zip(mc, mc_records):
+            records[k] = rec
+    for k, rec in enumerate(records):
+        rec["index"] = k
+        if "index" in items[k].meta:
+            rec["item_index"] = items[k].meta["index"]
+
+    correct = [bool(r["correct"]) for r in records]
+    return AccuracyResult(
+        task=name,
+        split=split,
+        shots=shots,
+        accuracy=sum(correct) / len(correct) if correct else math.nan,
+        exact_match=sum(exact) / len(exact) if exact else None,
+        acc_norm=acc_norm,
+        num_items=len(items),
+        num_truncated=num_truncated,
+        records=records,
+    )

@@ -1,0 +1,148 @@
+"""Mixtral-style sparse MoE layer: router → dispatcher → grouped experts.
+
+Legend: N tokens (B*T), D d_model, E experts, K top-k, F expert hidden, S = N*K routed slots,
+M rows of a grouped matmul (= S, sorted by expert).
+
+Three seams with clear borders:
+
+* :class:`Router` — linear D→E (no bias) in fp32, softmax over all E, top-k, renormalise the
+  k weights to sum to 1 (Mixtral). Autocast is switched off for it: routing decisions are
+  discrete, and bf16 logits flip near-ties.
+* :func:`dispatch` — parameter-free: a stable argsort of the flattened expert ids gives the
+  permutation that groups the S slots by expert; counts come from a scatter-add (no host sync,
+  unlike ``bincount`` on CUDA). No per-token Python loop, no ``.item()``.
+* :class:`GroupedExperts` — stacked SwiGLU weights ``w_gate/w_up [E,D,F]``, ``w_down [E,F,D]``
+  run through ``torch.nn.functional.grouped_mm`` on the expert-sorted rows.
+
+Dropless: every slot is computed, an expert with zero tokens is simply an empty group.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class RouterStats(NamedTuple):
+    """What one MoE layer reports for losses and metrics (the model itself computes no loss)."""
+
+    logits_NE: torch.Tensor  # fp32 router logits
+    probs_NE: torch.Tensor  # fp32 softmax over all E experts
+    topk_idx_NK: torch.Tensor  # int64 chosen experts, best first
+    expert_counts_E: torch.Tensor  # int64 slots routed to each expert (sums to N*K)
+
+
+class Routing(NamedTuple):
+    logits_NE: torch.Tensor
+    probs_NE: torch.Tensor
+    weights_NK: torch.Tensor  # fp32, renormalised top-k probabilities (differentiable)
+    idx_NK: torch.Tensor
+
+
+class Router(nn.Module):
+    """Top-k softmax router. The parameter is ``weight [E,D]`` like ``nn.Linear(D, E, bias=False)``."""
+
+    def __init__(self, d_model: int, num_experts: int, top_k: int):
+        super().__init__()
+        assert 0 < top_k <= num_experts
+        self.top_k = top_k
+        self.weight = nn.Parameter(torch.empty(num_experts, d_model))
+
+    def forward(self, x_ND: torch.Tensor) -> Routing:
+        with torch.autocast(device_type=x_ND.device.type, enabled=False):
+            logits_NE = F.linear(x_ND.float(), self.weight.float())
+        probs_NE = torch.softmax(logits_NE, dim=-1)
+        top_NK, idx_NK = torch.topk(probs_NE, self.top_k, dim=-1)
+        weights_NK = top_NK / top_NK.sum(dim=-1, keepdim=True)
+        return Routing(logits_NE, probs_NE, weights_NK, idx_NK)
+
+
+class Dispatch(NamedTuple):
+    order_S: torch.Tensor  # slot ids (n*K + k) sorted by expert, stable
+    token_S: torch.Tensor  # token of each sorted slot
+    counts_E: torch.Tensor  # int64 slots per expert
+    offs_E: torch.Tensor  # int32 cumulative counts (grouped_mm group ends)
+
+
+def dispatch(idx_NK: torch.Tensor, num_experts: int) -> Dispatch:
+    """Group the N*K routed slots by expert without host synchronisation."""
+    top_k = idx_NK.shape[-1]
+    expert_S = idx_NK.reshape(-1)
+    # Stable, so slots of one expert keep token order: results do not depend on sort internals.
+    order_S = torch.argsort(expert_S, stable=True)
+    token_S = torch.div(order_S, top_k, rounding_mode="floor")
+    counts_E = torch.zeros(num_experts, dtype=torch.long, device=idx_NK.device)
+    counts_E.scatter_add_(0, expert_S, torch.ones_like(expert_S))
+    offs_E = counts_E.cumsum(0).to(torch.int32)
+    return Dispatch(order_S, token_S, counts_E, offs_E)
+
+
+def grouped_matmul(x_MI: torch.Tensor, w_EIO: torch.Tensor, offs_E: torch.Tensor) -> torch.Tensor:
+    """Rows ``x[offs[e-1]:offs[e]] @ w[e]`` for every expert e, as one ``grouped_mm`` call.
+
+    ``grouped_mm`` (torch 2.13) runs on CPU and CUDA for fp32/bf16/fp16, forward and backward,
+    with empty groups; on CUDA its fast kernel is bf16 on SM90+, other dtypes take torch's own
+    fallback. It requires every row stride to be a multiple of 16 bytes, so unaligned I/O
+    widths are zero-padded here (exact: zero columns add nothing, padded outputs are sliced off).
+    """
+    rows, width_in = x_MI.shape
+    width_out = w_EIO.shape[-1]
+    align = 16 // x_MI.element_size()
+    pad_in, pad_out = -width_in % align, -width_out % align
+    if pad_in or pad_out:
+        x_MI = F.pad(x_MI, (0, pad_in))
+        w_EIO = F.pad(w_EIO, (0, pad_out, 0, pad_in))
+    out_MO = F.grouped_mm(x_MI.contiguous(), w_EIO.contiguous(), offs=offs_E)
+    return out_MO[:, :width_out] if pad_out else out_MO
+
+
+class GroupedExperts(nn.Module):
+    """E SwiGLU experts stored as stacked tensors: ``(silu(x@w_gate) * (x@w_up)) @ w_down``."""
+
+    def __init__(self, num_experts: int, d_model: int, hidden: int):
+        super().__init__()
+        self.w_gate = nn.Parameter(torch.empty(num_experts, d_model, hidden))
+        self.w_up = nn.Parameter(torch.empty(num_experts, d_model, hidden))
+        self.w_down = nn.Parameter(torch.empty(num_experts, hidden, d_model))
+
+    def compute_dtype(self, device: torch.device) -> torch.dtype:
+        # grouped_mm has no autocast rule, so apply autocast's choice by hand.
+        if torch.is_autocast_enabled(device.type):
+            return torch.get_autocast_dtype(device.type)
+        return self.w_gate.dtype
+
+    def forward(self, x_MD: torch.Tensor, offs_E: torch.Tensor) -> torch.Tensor:
+        """``x_MD`` rows sorted by expert, ``offs_E`` their cumulative int32 counts."""
+        dtype = self.compute_dtype(x_MD.device)
+        x_MD = x_MD.to(dtype)
+        gate_MF = grouped_matmul(x_MD, self.w_gate.to(dtype), offs_E)
+        up_MF = grouped_matmul(x_MD, self.w_up.to(dtype), offs_E)
+        return grouped_matmul(F.silu(gate_MF) * up_MF, self.w_down.to(dtype), offs_E)
+
+
+class MoE(nn.Module):
+    """Dropless top-k MoE FFN. ``num_experts=1, top_k=1`` is exactly a dense SwiGLU FFN."""
+
+    def __init__(self, d_model: int, num_experts: int, top_k: int, hidden: int):
+        super().__init__()
+        self.num_experts, self.top_k = num_experts, top_k
+        self.router = Router(d_model, num_experts, top_k)
+        self.experts = GroupedExperts(num_experts, d_model, hidden)
+
+    def forward(self, x_BTD: torch.Tensor) -> tuple[torch.Tensor, RouterStats]:
+        B, T, D = x_BTD.shape
+        x_ND = x_BTD.reshape(-1, D)
+        route = self.router(x_ND)
+        plan = dispatch(route.idx_NK, self.num_experts)
+        h_SD = self.experts(x_ND[plan.token_S], plan.offs_E)
+        # Un-permute back to (token, k) slot order and reduce over k, instead of an index_add_
+        # into tokens: same sum, but deterministic on GPU (no float atomics) and each slot's
+        # weight stays a plain differentiable multiply — the router's gradient path.
+        y_SD = torch.empty_like(h_SD).index_copy(0, plan.order_S, h_SD)
+        y_NKD = y_SD.view(-1, self.top_k, D)
+        y_ND = (y_NKD * route.weights_NK.unsqueeze(-1).to(y_NKD.dtype)).sum(dim=1)
+        stats = RouterStats(route.logits_NE, route.probs_NE, route.idx_NK, plan.counts_E)
+        return y_ND.view(B, T, D), stats

@@ -1,0 +1,229 @@
+"""Mixtral-style decoder-only MoE Transformer (pre-norm, RoPE, grouped-KV attention, SwiGLU experts).
+
+Legend: B batch, T new tokens, S keys (cached + new), D d_model, V vocab, H heads,
+Hkv kv-heads, Dh head dim, L layers.
+
+Semantics follow Hugging Face ``MixtralForCausalLM`` (so checkpoints convert both ways, see
+``moelab.interop.hf``): RMSNorm computed in fp32, RoPE in the rotate-half convention with
+``inv_freq = theta^(-2i/Dh)``, attention scale ``Dh^-0.5``, no biases anywhere.
+
+The model returns logits and router statistics; losses live with training.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from moelab.config import ModelConfig
+from moelab.model.moe import MoE, RouterStats
+
+if TYPE_CHECKING:
+    from moelab.model.generate import KVCache
+
+
+class ModelOutput(NamedTuple):
+    logits: torch.Tensor  # [B,T,V] fp32
+    router: list[RouterStats]  # one per layer
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm normalising in fp32 and scaling in the input dtype, exactly as HF Mixtral does.
+
+    Hand-written rather than ``nn.RMSNorm`` because that one keeps the input dtype throughout,
+    which drifts from HF for bf16 weights.
+    """
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.empty(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+def rope_cos_sin(position_ids_BT: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 ``cos, sin [B,T,Dh]`` for the rotate-half RoPE convention.
+
+    Computed per forward from the positions (cheap) rather than kept as a buffer, so a model
+    built on the meta device and materialised later needs no buffer re-initialisation.
+    """
+    device = position_ids_BT.device
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim))
+    freqs_BTd = position_ids_BT[..., None].float() * inv_freq
+    emb_BTDh = torch.cat((freqs_BTd, freqs_BTd), dim=-1)
+    return emb_BTDh.cos(), emb_BTDh.sin()
+
+
+def apply_rope(x_BHTDh: torch.Tensor, cos_BTDh: torch.Tensor, sin_BTDh: torch.Tensor) -> torch.Tensor:
+    """Rotate q or k; done in fp32 and cast back so bf16 positions stay exact."""
+    x32 = x_BHTDh.float()
+    x1, x2 = x32.chunk(2, dim=-1)
+    rotated = torch.cat((-x2, x1), dim=-1)
+    out = x32 * cos_BTDh[:, None] + rotated * sin_BTDh[:, None]
+    return out.to(x_BHTDh.dtype)
+
+
+def attention_mask(key_valid_BS: torch.Tensor, query_slot_T: torch.Tensor) -> torch.Tensor:
+    """Boolean ``[B,1,T,S]`` mask (True = attend): causal in cache slots, padding keys hidden.
+
+    Every query may also see itself, so a padding query never has an empty row (an all-masked
+    softmax gives NaN, and a NaN value vector poisons other rows through ``0 * NaN``).
+    """
+    key_slot_S = torch.arange(key_valid_BS.shape[1], device=key_valid_BS.device)
+    causal_TS = key_slot_S[None, :] <= query_slot_T[:, None]
+    self_TS = key_slot_S[None, :] == query_slot_T[:, None]
+    allowed_BTS = (causal_TS[None] & key_valid_BS[:, None, :].bool()) | self_TS[None]
+    return allowed_BTS[:, None]
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.kv_heads, cfg.head_dim
+        d = cfg.d_model
+        self.q_proj = nn.Linear(d, self.n_heads * self.head_dim, bias=False)
+        self.k_proj = nn.Linear(d, self.n_kv_heads * self.head_dim, bias=False)
+        self.v_proj = nn.Linear(d, self.n_kv_heads * self.head_dim, bias=False)
+        self.o_proj = nn.Linear(self.n_heads * self.head_dim, d, bias=False)
+
+    def forward(
+        self,
+        x_BTD: torch.Tensor,
+        cos_BTDh: torch.Tensor,
+        sin_BTDh: torch.Tensor,
+        *,
+        mask_B1TS: torch.Tensor | None,
+        kv_cache: KVCache | None,
+        layer_idx: int,
+        cache_start: int,
+    ) -> torch.Tensor:
+        B, T, _ = x_BTD.shape
+        q_BHTDh = self.q_proj(x_BTD).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        k_BHTDh = self.k_proj(x_BTD).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v_BHTDh = self.v_proj(x_BTD).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q_BHTDh = apply_rope(q_BHTDh, cos_BTDh, sin_BTDh)
+        k_BHTDh = apply_rope(k_BHTDh, cos_BTDh, sin_BTDh)
+        if kv_cache is not None:
+            k_BHTDh, v_BHTDh = kv_cache.update(layer_idx, k_BHTDh, v_BHTDh, cache_start)
+        gqa = self.n_heads != self.n_kv_heads
+        if gqa and mask_B1TS is not None:
+            # With an explicit mask, CUDA's memory-efficient kernel is the fast one, and it
+            # does not take enable_gqa; repeating the (small, inference-time) kv is cheaper
+            # than the math fallback.
+            rep = self.n_heads // self.n_kv_heads
+            k_BHTDh = k_BHTDh.repeat_interleave(rep, dim=1)
+            v_BHTDh = v_BHTDh.repeat_interleave(rep, dim=1)
+            gqa = False
+        o_BHTDh = F.scaled_dot_product_attention(
+            q_BHTDh, k_BHTDh, v_BHTDh, attn_mask=mask_B1TS, is_causal=mask_B1TS is None, enable_gqa=gqa
+        )
+        return self.o_proj(o_BHTDh.transpose(1, 2).reshape(B, T, -1))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.attn_norm = RMSNorm(cfg.d_model, cfg.rms_eps)
+        self.attn = Attention(cfg)
+        self.moe_norm = RMSNorm(cfg.d_model, cfg.rms_eps)
+        self.moe = MoE(cfg.d_model, cfg.num_experts, cfg.top_k, cfg.ffn_hidden)
+
+    def forward(self, x_BTD: torch.Tensor, cos_BTDh, sin_BTDh, **attn_kw) -> tuple[torch.Tensor, RouterStats]:
+        h_BTD = x_BTD + self.attn(self.attn_norm(x_BTD), cos_BTDh, sin_BTDh, **attn_kw)
+        y_BTD, stats = self.moe(self.moe_norm(h_BTD))
+        return h_BTD + y_BTD, stats
+
+
+class MoETransformer(nn.Module):
+    """Token embedding → L × [attention, MoE] blocks → final RMSNorm → (untied) LM head."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.d_model, cfg.rms_eps)
+        # Tied: no lm_head module at all, so parameter names/counts match accounting and HF.
+        self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.init_weights(cfg.init_std)
+
+    @torch.no_grad()
+    def init_weights(self, std: float) -> None:
+        """normal(0, std) for every matrix (no depth scaling: the seed paper sweeps one std), ones for norms."""
+        for name, p in self.named_parameters():
+            if name.endswith("norm.weight"):
+                p.fill_(1.0)
+            else:
+                p.normal_(0.0, std)
+
+    def lm_logits(self, h_BTD: torch.Tensor) -> torch.Tensor:
+        """fp32 logits from final-normed hidden states."""
+        weight_VD = self.embed.weight if self.lm_head is None else self.lm_head.weight
+        return F.linear(h_BTD, weight_VD).float()
+
+    def hidden_states(
+        self,
+        input_ids_BT: torch.Tensor,
+        *,
+        attention_mask_BT: torch.Tensor | None = None,
+        position_ids_BT: torch.Tensor | None = None,
+        kv_cache: KVCache | None = None,
+    ) -> tuple[torch.Tensor, list[RouterStats]]:
+        """Final-normed hidden states ``[B,T,D]`` and router stats; see :meth:`forward`."""
+        B, T = input_ids_BT.shape
+        device = input_ids_BT.device
+        start = 0 if kv_cache is None else kv_cache.length
+        steps_T = torch.arange(T, device=device)
+        seen_B1 = 0 if kv_cache is None else kv_cache.seen_B[:, None]
+        if position_ids_BT is None:
+            if attention_mask_BT is None:  # [1,T] without a cache: RoPE tables broadcast over B
+                position_ids_BT = seen_B1 + steps_T[None, :]
+            else:  # left padding: real tokens count from 0; pad positions are irrelevant
+                position_ids_BT = (seen_B1 + attention_mask_BT.long().cumsum(-1) - 1).clamp_min(0)
+
+        mask_B1TS = None
+        if kv_cache is not None:
+            valid_BT = torch.ones(B, T, dtype=torch.bool, device=device) if attention_mask_BT is None else attention_mask_BT.bool()
+            key_valid_BS = kv_cache.write_mask(valid_BT, start)
+            mask_B1TS = attention_mask(key_valid_BS, start + steps_T)
+        elif attention_mask_BT is not None:
+            mask_B1TS = attention_mask(attention_mask_BT.bool(), steps_T)
+
+        cos_BTDh, sin_BTDh = rope_cos_sin(position_ids_BT, self.cfg.head_dim, self.cfg.rope_theta)
+        x_BTD = self.embed(input_ids_BT)
+        router: list[RouterStats] = []
+        for i, layer in enumerate(self.layers):
+            x_BTD, stats = layer(
+                x_BTD, cos_BTDh, sin_BTDh, mask_B1TS=mask_B1TS, kv_cache=kv_cache, layer_idx=i, cache_start=start
+            )
+            router.append(stats)
+        if kv_cache is not None:
+            kv_cache.advance(valid_BT, start)
+        return self.norm(x_BTD), router
+
+    def forward(
+        self,
+        input_ids_BT: torch.Tensor,
+        *,
+        attention_mask_BT: torch.Tensor | None = None,
+        position_ids_BT: torch.Tensor | None = None,
+        kv_cache: KVCache | None = None,
+    ) -> ModelOutput:
+        """Logits ``[B,T,V]`` (fp32) and per-layer router statistics.
+
+        ``attention_mask_BT`` marks real tokens (1) and left padding (0) of *these* tokens; with a
+        ``kv_cache`` the mask of earlier tokens is remembered by the cache. Positions default to
+        the count of real tokens before each one (``cumsum(mask) - 1``, continued across cache
+        calls). Without mask and cache the attention is plain causal (fast SDPA kernels).
+        """
+        h_BTD, router = self.hidden_states(
+            input_ids_BT, attention_mask_BT=attention_mask_BT, position_ids_BT=position_ids_BT, kv_cache=kv_cache
+        )
+        return ModelOutput(self.lm_logits(h_BTD), router)

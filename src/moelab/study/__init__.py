@@ -1,0 +1,1 @@
+"""Studies: plan an iso-FLOP family, sweep it, store its results."""

@@ -1,0 +1,140 @@
+"""The planner: a pure function from a study (budgets × grid) to run configs.
+
+Each member of an iso-FLOP family trains on D = C / (6 · N_active) tokens
+(see :mod:`moelab.accounting` for the convention). Points that cannot run are kept
+with the reason (k > E, budget below one optimizer step, memory over the limit),
+never silently dropped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+
+from pydantic import ValidationError
+
+from moelab import accounting
+from moelab.config import ModelConfig, RunConfig, StudyConfig
+
+
+@dataclass
+class PlannedRun:
+    run_id: str
+    name: str  # the seed paper's model name, d{d}-E{E}-k{k}-{total}-A{active}
+    budget: float
+    d_model: int
+    num_experts: int
+    top_k: int
+    lr: float
+    init_std: float
+    seed: int
+    feasible: bool
+    reason: str = ""
+    total_params: int = 0
+    active_params: int = 0
+    tokens: int = 0
+    tpp: float = 0.0
+    train_flops: float = 0.0
+    steps: int = 0
+    memory_gb: float = 0.0
+    config: RunConfig | None = field(default=None, repr=False)
+
+    @property
+    def sparsity(self) -> float:
+        return accounting.sparsity(self.num_experts, self.top_k)
+
+    def row(self) -> dict:
+        """A flat, JSON-able row (for tables, --json and the results store)."""
+        return {
+            "run_id": self.run_id, "name": self.name, "budget": self.budget, "d_model": self.d_model,
+            "num_experts": self.num_experts, "top_k": self.top_k, "sparsity": self.sparsity,
+            "lr": self.lr, "init_std": self.init_std, "seed": self.seed,
+            "total_params": self.total_params, "active_params": self.active_params, "tokens": self.tokens,
+            "tpp": self.tpp, "train_flops": self.train_flops, "steps": self.steps,
+            "memory_gb": round(self.memory_gb, 3), "feasible": self.feasible, "reason": self.reason,
+        }
+
+
+def memory_estimate_gb(model: ModelConfig, batch_size: int, seq_len: int, grad_accum: int = 1) -> float:
+    """Rough peak training memory: fp32 weights, grads and two Adam moments (16 B/param),
+    plus activations kept for backward (~34·B·T·D·L bytes in bf16, the Megatron estimate
+    without recomputation, scaled up for the k-fold expert activations) and fp32 logits."""
+    n = accounting.total_params(model)
+    micro = batch_size // grad_accum
+    tokens = micro * seq_len
+    acts = 34 * tokens * model.d_model * model.n_layers * (1 + model.top_k * model.ffn_hidden / (4 * model.d_model))
+    logits = 3 * 4 * tokens * model.vocab_size
+    return (16 * n + acts + logits) / 2**30
+
+
+def _run_id(budget: float, by_tokens: bool, d: int, e: int, k: int, lr: float | None, std: float | None,
+            seed: int | None) -> str:
+    parts = [f"{'D' if by_tokens else 'C'}{budget:.3g}".replace("+", ""), f"d{d}", f"E{e}", f"k{k}"]
+    if lr is not None:
+        parts.append(f"lr{lr:g}")
+    if std is not None:
+        parts.append(f"std{std:g}")
+    if seed is not None:
+        parts.append(f"s{seed}")
+    return "-".join(parts)
+
+
+def plan(study: StudyConfig) -> list[PlannedRun]:
+    """Every point of budgets × d × E × k × lr × init_std × seed, feasible or not."""
+    g, base = study.grid, study.base
+    lrs = g.lr or [None]
+    stds = g.init_std or [None]
+    seeds = g.seed or [None]
+    tokens_per_step = base.train.batch_size * base.data.seq_len
+    runs: list[PlannedRun] = []
+    by_tokens = bool(study.tokens)
+    for budget, d, e, k, lr, std, seed in itertools.product(
+        study.tokens or study.budgets, g.d_model, g.num_experts, g.top_k, lrs, stds, seeds
+    ):
+        run = PlannedRun(
+            run_id=_run_id(budget, by_tokens, d, e, k, lr, std, seed), name="", budget=budget, d_model=d,
+            num_experts=e, top_k=k, lr=lr if lr is not None else base.train.lr,
+            init_std=std if std is not None else base.model.init_std,
+            seed=seed if seed is not None else base.train.seed, feasible=False,
+        )
+        runs.append(run)
+        if k > e:
+            run.reason = f"top_k={k} exceeds num_experts={e}"
+            continue
+        heads = max(1, d // study.head_dim) if study.heads_rule == "head_dim" else base.model.n_heads
+        model_fields = base.model.model_dump() | {
+            "d_model": d, "num_experts": e, "top_k": k, "n_heads": heads, "init_std": run.init_std,
+            "vocab_size": base.data.vocab_size if base.data.tokenizer is None else base.model.vocab_size,
+            "max_seq_len": max(base.model.max_seq_len, base.data.seq_len),
+        }
+        if model_fields["n_kv_heads"] and heads % model_fields["n_kv_heads"]:
+            model_fields["n_kv_heads"] = None
+        try:
+            model = ModelConfig(**model_fields)
+        except ValidationError as err:
+            run.reason = err.errors()[0]["msg"].removeprefix("Value error, ")
+            continue
+        counts = accounting.param_counts(model)
+        run.name = accounting.model_name(model)
+        run.total_params, run.active_params = counts.total, counts.active
+        run.tokens = int(budget) if by_tokens else accounting.tokens_for_budget(model, budget)
+        run.tpp = run.tokens / counts.total
+        run.steps = run.tokens // tokens_per_step
+        run.train_flops = accounting.train_flops_per_token(model) * run.steps * tokens_per_step
+        run.memory_gb = memory_estimate_gb(model, base.train.batch_size, base.data.seq_len, base.train.grad_accum)
+        if run.steps < 1:
+            run.reason = f"budget {budget:.3g} {'tokens' if by_tokens else 'FLOPs'} is below one step ({tokens_per_step} tokens)"
+            continue
+        if run.memory_gb > study.max_memory_gb:
+            run.reason = f"memory estimate {run.memory_gb:.1f} GB exceeds max_memory_gb={study.max_memory_gb:g}"
+            continue
+        train = base.train.model_copy(update={"lr": run.lr, "seed": run.seed, "steps": run.steps, "tokens": None})
+        run.config = base.model_copy(update={"name": run.run_id, "model": model, "train": train})
+        run.feasible = True
+    return runs
+
+
+def estimated_seconds(run: PlannedRun, flops_per_second: float) -> float:
+    """Wall time from a measured training FLOP/s (see :mod:`moelab.study.probe`)."""
+    return run.train_flops / flops_per_second if flops_per_second > 0 else math.nan

@@ -1,0 +1,160 @@
+"""Throughput probe: this machine's achieved training FLOP/s, for the planner's wall-time estimate.
+
+    fps = measure_flops_per_second("cpu", seconds=3)       # 6·N_active·tokens / s
+    add_estimates(runs, fps)                                # run.est_seconds = run.train_flops / fps
+
+The probe trains a small MoE (the real ``MoETransformer``, the real AdamW from
+``build_optimizer``, CE + the router aux losses) on random tokens for a few seconds and
+counts FLOPs with the same convention as the planner (``accounting.train_flops_per_token``),
+so ``train_flops / fps`` is a wall-time estimate. It is rough: small models reach a lower
+FLOP/s than large ones, and evaluation time is not included. The result is cached in
+``~/.cache/moelab/probe.json`` (``$XDG_CACHE_HOME`` respected) keyed by device, torch
+version, core count and precision.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+CACHE_VERSION = 1
+
+
+def cache_path() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "moelab" / "probe.json"
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def cache_key(device: str, precision: str) -> str:
+    import torch
+
+    name = device
+    if device.startswith("cuda") and torch.cuda.is_available():
+        name = f"{device}:{torch.cuda.get_device_name(torch.device(device))}"
+    return f"v{CACHE_VERSION}|{name}|torch {torch.__version__}|{_cores()} cores|{torch.get_num_threads()} threads|{precision}"
+
+
+def probe_model_config(device: str):
+    """The probe's model: small on CPU, Mixtral-like proportions on a GPU."""
+    from moelab.config import ModelConfig
+
+    if device.startswith("cuda"):
+        return ModelConfig(vocab_size=32768, d_model=512, n_layers=8, n_heads=8, num_experts=8, top_k=2,
+                           max_seq_len=512), 16, 512
+    return ModelConfig(vocab_size=2048, d_model=128, n_layers=4, n_heads=4, num_experts=8, top_k=2,
+                       max_seq_len=128), 8, 128
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def measure_flops_per_second(device: str = "cpu", seconds: float = 3.0, *, precision: str = "bf16",
+                             min_steps: int = 3) -> float:
+    """Train the probe model on random tokens for about ``seconds``; return 6·N_active·tokens/s."""
+    import torch
+    import torch.nn.functional as F
+
+    from moelab import accounting
+    from moelab.config import TrainConfig
+    from moelab.model.losses import load_balancing_loss, router_z_loss
+    from moelab.model.transformer import MoETransformer
+    from moelab.train.optim import build_optimizer
+
+    device = resolve_device(device)
+    cfg, batch, seq = probe_model_config(device)
+    dev = torch.device(device)
+    gen = torch.Generator().manual_seed(0)
+    model = MoETransformer(cfg).to(dev)
+    model.train()
+    opt = build_optimizer(model, TrainConfig(lr=1e-3, precision=precision))
+    tokens_BT = torch.randint(0, cfg.vocab_size, (batch, seq + 1), generator=gen).to(dev)
+    x_BT, y_BT = tokens_BT[:, :-1], tokens_BT[:, 1:]
+    bf16 = precision == "bf16"
+
+    def step() -> None:
+        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=bf16):
+            out = model(x_BT)
+        loss = F.cross_entropy(out.logits.float().flatten(0, 1), y_BT.flatten())
+        aux = torch.stack([load_balancing_loss(probs_NE=r.probs_NE, expert_counts_E=r.expert_counts_E,
+                                               top_k=cfg.top_k) for r in out.router]).mean()
+        z = torch.stack([router_z_loss(logits_NE=r.logits_NE) for r in out.router]).mean()
+        (loss + 1e-2 * aux + 1e-3 * z).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    step()  # warm-up: allocations, kernel selection
+    sync()
+    steps, t0 = 0, time.perf_counter()
+    while steps < min_steps or time.perf_counter() - t0 < seconds:
+        step()
+        steps += 1
+        if steps % 4 == 0:
+            sync()
+    sync()
+    elapsed = time.perf_counter() - t0
+    return accounting.train_flops_per_token(cfg) * batch * seq * steps / elapsed
+
+
+def cached_flops_per_second(device: str = "cpu", *, precision: str = "bf16", seconds: float = 3.0,
+                            refresh: bool = False) -> float:
+    """``measure_flops_per_second`` through the on-disk cache."""
+    from moelab.atomic import atomic_write_json
+
+    device = resolve_device(device)
+    key = cache_key(device, precision)
+    path = cache_path()
+    try:
+        cache = json.loads(path.read_text())
+        if not isinstance(cache, dict):
+            cache = {}
+    except (OSError, ValueError):
+        cache = {}
+    hit = cache.get(key)
+    if not refresh and isinstance(hit, dict) and isinstance(hit.get("flops_per_s"), (int, float)) \
+            and hit["flops_per_s"] > 0:
+        return float(hit["flops_per_s"])
+    fps = measure_flops_per_second(device, seconds, precision=precision)
+    cache[key] = {"flops_per_s": fps, "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": seconds}
+    try:
+        atomic_write_json(path, cache)
+    except OSError:
+        pass  # a read-only home is no reason to fail a plan
+    return fps
+
+
+def add_estimates(runs, flops_per_s: float) -> None:
+    """Set ``est_seconds`` (training wall time) on every feasible planned run."""
+    from moelab.study.plan import estimated_seconds
+
+    for run in runs:
+        if run.feasible:
+            run.est_seconds = estimated_seconds(run, flops_per_s)
+
+
+def estimate_plan(study, runs, *, probe: bool = True) -> float | None:
+    """Probe (or read the cache) for the study's device and precision and annotate ``runs``;
+    returns the FLOP/s used, or None when ``probe`` is off."""
+    if not probe:
+        return None
+    t = study.base.train
+    fps = cached_flops_per_second(t.device, precision=t.precision)
+    add_estimates(runs, fps)
+    return fps

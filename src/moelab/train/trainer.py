@@ -1,0 +1,473 @@
+"""The training loop: ``train(cfg, run_dir)`` — restartable, bitwise-reproducible on CPU.
+
+    from moelab.train.trainer import train
+    summary = train(cfg, "runs/r1")            # resumes when runs/r1 holds checkpoints
+    torchrun --nproc-per-node 2 -m moelab.cli train RUN.yaml   # DDP / FSDP2 via env vars
+
+Run directory: ``config.yaml`` (the effective config), ``tokenizer/``, ``metrics.jsonl``,
+``status.json``, ``checkpoints/step-N/``, and on completion ``model/`` (a model directory)
+and ``train_summary.json``.
+
+Decisions worth knowing:
+
+* ``model.vocab_size`` is set to ``len(tokenizer)`` (the tokenizer is the source of truth)
+  and the effective value is what ``config.yaml`` records. Restarting with the same user
+  config therefore matches even though the user's ``model.vocab_size`` was overridden.
+* A run is "the same run" when ``model`` (except ``vocab_size``), ``data`` and ``train``
+  agree, ignoring the operational fields ``device``, ``distributed``, ``checkpoint_every``
+  and ``keep_checkpoints``; ``name`` and ``eval`` do not matter either.
+* Exact resume: the batch of step s is a pure function of (seed, s), the LR a pure function
+  of s, weights/optimizer state are saved losslessly, RNG states are restored, and log
+  records after the resumed checkpoint are dropped before they are replayed.
+* Loss per step: ``CE + aux_loss_coef·mean_L(balance) + z_loss_coef·mean_L(z)``, aux losses in
+  fp32 outside autocast; the backward runs on ``loss / grad_accum`` per micro-batch.
+* Neither ``train.steps`` nor ``train.tokens`` given: one epoch over the training tokens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from moelab import accounting
+from moelab.atomic import atomic_dir, atomic_write_json, atomic_write_text
+from moelab.config import RunConfig, dump_yaml, load_run_config
+from moelab.errors import UserError
+from moelab.model.losses import load_balancing_loss, router_z_loss
+from moelab.model.transformer import MoETransformer
+from moelab.train import checkpoint as ckpt
+from moelab.train.distributed import Dist, init_distributed
+from moelab.train.metrics import JsonlLogger, RouterStatsAccumulator, read_jsonl, smoothed, truncate_jsonl
+from moelab.train.optim import build_optimizer, lr_at, set_lr
+
+
+class Diverged(RuntimeError):
+    """Loss or gradient norm became non-finite; ``status.json`` already says so."""
+
+    def __init__(self, step: int, last_finite: dict | None):
+        self.step = step
+        self.last_finite = last_finite
+        super().__init__(f"training diverged at step {step} (non-finite loss or gradient norm)")
+
+
+# ---------------------------------------------------------------- run directory bookkeeping
+
+_OPERATIONAL = ("device", "distributed", "checkpoint_every", "keep_checkpoints")
+
+
+def _comparable(cfg: RunConfig) -> dict:
+    d = cfg.model_dump(mode="json")
+    d["model"].pop("vocab_size")
+    for key in _OPERATIONAL:
+        d["train"].pop(key)
+    return {"model": d["model"], "data": d["data"], "train": d["train"]}
+
+
+def _first_difference(a: Any, b: Any, path: str = "") -> str | None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in list(a) + [k for k in b if k not in a]:
+            diff = _first_difference(a.get(key), b.get(key), f"{path}.{key}" if path else key)
+            if diff:
+                return diff
+        return None
+    return None if a == b else f"{path}: {b!r} in the run directory, {a!r} now"
+
+
+def check_same_run(cfg: RunConfig, run_dir: Path) -> RunConfig | None:
+    """The saved effective config, or None for a fresh directory; ``UserError`` for a different run."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return None
+    saved = load_run_config(path)
+    diff = _first_difference(_comparable(cfg), _comparable(saved))
+    if diff:
+        raise UserError(f"{run_dir} holds a different run ({diff}); use a new run directory")
+    return saved
+
+
+def write_status(run_dir: Path, state: str, step: int, total_steps: int, message: str = "", **extra) -> None:
+    atomic_write_json(run_dir / "status.json", {
+        "state": state, "step": step, "total_steps": total_steps, "message": message,
+        "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra,
+    })
+
+
+def read_status(run_dir: str | Path) -> dict | None:
+    try:
+        return json.loads((Path(run_dir) / "status.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+# ---------------------------------------------------------------- setup: data, tokenizer, model
+
+
+@dataclass
+class _Setup:
+    cfg: RunConfig  # effective: model.vocab_size == len(tokenizer)
+    tokenizer: Any
+    batches: Any  # PackedBatches over the train stream
+    val_batches: list[tuple[torch.Tensor, torch.Tensor]]
+    total_steps: int
+    tokens_per_step: int
+    extra: dict = field(default_factory=dict)
+
+
+def _tokenizer(cfg: RunConfig, run_dir: Path, world, dist: Dist):
+    """The run's tokenizer: ``run_dir/tokenizer`` if present (resume), else built and saved there."""
+    from moelab.data.corpus import build_tokenizer
+    from moelab.data.tokenizer import load_tokenizer, save_tokenizer
+
+    tok_dir = run_dir / "tokenizer"
+    if not tok_dir.is_dir() and dist.is_main:
+        # data.tokenizer from disk, or a BPE trained on the sources' training documents
+        tok = build_tokenizer(cfg.data, world)
+        with atomic_dir(tok_dir) as tmp:
+            save_tokenizer(tok, tmp)
+    dist.barrier()
+    # Always use the reloaded copy, so a fresh run and a resumed run tokenise identically.
+    return load_tokenizer(tok_dir)
+
+
+def _prepare(cfg: RunConfig, run_dir: Path, saved: RunConfig | None, dist: Dist) -> _Setup:
+    from moelab.data.corpus import PackedBatches, build_streams
+    from moelab.data.world import build_world
+
+    if cfg.data.tokenizer and not Path(cfg.data.tokenizer).exists():
+        raise UserError(f"data.tokenizer: {cfg.data.tokenizer}: no such directory")
+    if cfg.data.seq_len > cfg.model.max_seq_len:
+        raise UserError(f"data.seq_len={cfg.data.seq_len} exceeds model.max_seq_len={cfg.model.max_seq_len}")
+    t = cfg.train
+    if t.batch_size % (dist.world * t.grad_accum):
+        raise UserError(
+            f"train.batch_size={t.batch_size} is not divisible by world size {dist.world} × grad_accum {t.grad_accum}"
+        )
+    world = build_world(cfg.data.world) if any(src.kind == "world" for src in cfg.data.sources) else None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tok = _tokenizer(cfg, run_dir, world, dist)
+    eff = cfg.model_copy(deep=True)
+    eff.model.vocab_size = len(tok)
+    if saved is not None and saved.model.vocab_size != len(tok):
+        raise UserError(f"{run_dir}/tokenizer has {len(tok)} tokens but config.yaml says {saved.model.vocab_size}")
+    if saved is None and dist.is_main:
+        atomic_write_text(run_dir / "config.yaml", dump_yaml(eff))
+
+    streams = build_streams(cfg.data, tok, world)
+    seq_len, batch = cfg.data.seq_len, t.batch_size
+    tokens_per_step = seq_len * batch
+    if t.steps:
+        total = t.steps
+    elif t.tokens:
+        total = math.ceil(t.tokens / tokens_per_step)
+    else:
+        total = max(1, math.ceil(len(streams.train) / tokens_per_step))
+    batches = PackedBatches(streams.train, seq_len, batch, t.seed)
+    # Fixed windows spread over the validation stream: comparable across steps and runs.
+    val_batches = streams.val_batches(t.eval_batches, batch)
+    return _Setup(eff, tok, batches, val_batches, total, tokens_per_step)
+
+
+def resolve_device(name: str, dist: Dist) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"train.device={name!r} but no CUDA device is available")
+        if dist.world > 1:
+            device = torch.device("cuda", dist.local_rank)
+        torch.cuda.set_device(device)
+    return device
+
+
+# ---------------------------------------------------------------- one step
+
+
+def _autocast(device: torch.device, precision: str):
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def _aux_losses(router, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Layer means of the balance loss and the z-loss, in fp32 with autocast off."""
+    with torch.autocast(device_type=router[0].probs_NE.device.type, enabled=False):
+        balance_L = torch.stack([
+            load_balancing_loss(probs_NE=r.probs_NE.float(), expert_counts_E=r.expert_counts_E, top_k=top_k)
+            for r in router
+        ])
+        z_L = torch.stack([router_z_loss(logits_NE=r.logits_NE.float()) for r in router])
+    return balance_L.mean(), z_L.mean()
+
+
+@torch.no_grad()
+def evaluate(model, val_batches, dist: Dist, device: torch.device, precision: str) -> float:
+    """Mean token cross-entropy over the fixed validation batches (each rank takes its rows)."""
+    was_training = model.training
+    model.eval()
+    total = torch.zeros(2, dtype=torch.float64, device=device)  # [sum of CE, tokens]
+    for inputs_BT, targets_BT in val_batches:
+        # val batches may be uneven (the last one is smaller): split rows as evenly as possible
+        x_BT = inputs_BT.tensor_split(dist.world)[dist.rank].to(device)
+        y_BT = targets_BT.tensor_split(dist.world)[dist.rank].to(device)
+        with _autocast(device, precision):
+            logits_BTV = model(x_BT).logits
+        ce = F.cross_entropy(logits_BTV.float().flatten(0, 1), y_BT.flatten(), reduction="sum")
+        total += torch.stack([ce.double(), torch.tensor(float(y_BT.numel()), dtype=torch.float64, device=device)])
+    dist.all_reduce_sum(total)
+    model.train(was_training)
+    return (total[0] / total[1]).item()
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, max_steps_this_call: int | None = None) -> dict:
+    """Train (or resume, or return the summary of a finished run in) ``run_dir``.
+
+    Returns ``train_summary.json`` once the run is done; when stopped early by
+    ``max_steps_this_call`` returns ``{"state": "running", "step", "total_steps"}``.
+    Raises ``Diverged`` (after writing ``status.json``) on a non-finite loss or gradient.
+    """
+    run_dir = Path(run_dir)
+    saved = check_same_run(cfg, run_dir)
+    status = read_status(run_dir)
+    if saved is not None and status and status.get("state") == "done" and (run_dir / "train_summary.json").is_file():
+        return json.loads((run_dir / "train_summary.json").read_text())
+    dist = init_distributed(cfg.train)
+    try:
+        device = resolve_device(cfg.train.device, dist)
+        setup = _prepare(cfg, run_dir, saved, dist)
+        return _Loop(setup, run_dir, dist, device, progress).run(max_steps_this_call)
+    finally:
+        dist.close()
+
+
+class _Loop:
+    def __init__(self, setup: _Setup, run_dir: Path, dist: Dist, device: torch.device, progress: bool):
+        self.s, self.run_dir, self.dist, self.device = setup, run_dir, dist, device
+        self.cfg = setup.cfg
+        self.t = setup.cfg.train
+        self.show_progress = progress and dist.is_main
+        self.step = 0
+        self.elapsed_prev = 0.0
+        self.last_finite: dict | None = None
+
+    # -- model, optimizer, resume ---------------------------------------------------------
+
+    def _build(self) -> None:
+        torch.manual_seed(self.t.seed)  # init is a pure function of the seed
+        model = MoETransformer(self.cfg.model).to(self.device)
+        model.train()
+        latest = ckpt.latest_complete(self.run_dir)
+        state = None
+        if latest is not None:
+            state = ckpt.read_state(latest)
+            model.load_state_dict(ckpt.read_model_state(latest, self.device), strict=True)
+        self.model = self.dist.wrap(model)  # DDP / FSDP2 / identity
+        self.raw_model = model
+        self.optimizer = build_optimizer(model, self.t)
+        if state is not None:
+            osd = ckpt.read_optim_state(latest)
+            if osd is None:
+                raise UserError(f"{latest}: has no optim.pt to resume from")
+            self.dist.load_optimizer_state(self.model, self.optimizer, osd)
+            ckpt.restore_rng_state(state["rng"])
+            self.step = int(state["step"])
+            self.elapsed_prev = float(state.get("elapsed_s", 0.0))
+            self.last_finite = state.get("last_finite")
+        if self.dist.is_main:
+            # Records after the checkpoint will be replayed; a fresh start drops stale ones.
+            truncate_jsonl(self.run_dir / "metrics.jsonl", self.step)
+
+    def _save(self) -> None:
+        model_state, optim_state = self.dist.full_state(self.model, self.optimizer)
+        if self.dist.is_main:
+            state = {
+                "tokens": self.step * self.s.tokens_per_step,
+                "data_position": self.step,  # PackedBatches.batch(step) — the position is the step
+                "total_steps": self.s.total_steps,
+                "schedule": self.t.schedule,
+                "lr": lr_at(min(self.step, self.s.total_steps - 1), self.s.total_steps, self.t),
+                "elapsed_s": self._elapsed(),
+                "last_finite": self.last_finite,
+                "world_size": self.dist.world,
+                "model_config": self.cfg.model.model_dump(mode="json"),
+            }
+            ckpt.save_checkpoint(self.run_dir, self.step, model_state, optim_state, state, keep=self.t.keep_checkpoints)
+        self.dist.barrier()
+
+    def _elapsed(self) -> float:
+        return self.elapsed_prev + (time.perf_counter() - self.t0)
+
+    # -- one optimizer step -----------------------------------------------------------------
+
+    def _train_step(self, step: int, collect: RouterStatsAccumulator | None) -> list[float]:
+        """Forward/backward over the micro-batches of ``step``; returns [loss, lm, aux, z, grad_norm]."""
+        t, dev = self.t, self.device
+        inputs_BT, targets_BT = self.s.batches.batch(step)  # int64 [B,T], same on every rank
+        x_BT, y_BT = self.dist.rows(inputs_BT), self.dist.rows(targets_BT)  # this rank's rows
+        micro = x_BT.shape[0] // t.grad_accum
+        sums = torch.zeros(3, device=dev)  # lm, aux, z averaged over micro-batches
+        for m in range(t.grad_accum):
+            xb_BT = x_BT[m * micro:(m + 1) * micro].to(dev, non_blocking=True)
+            yb_BT = y_BT[m * micro:(m + 1) * micro].to(dev, non_blocking=True)
+            sync = self.dist.no_sync(self.model) if m < t.grad_accum - 1 else contextlib.nullcontext()
+            with sync:
+                with _autocast(dev, t.precision):
+                    out = self.model(xb_BT)
+                lm = F.cross_entropy(out.logits.float().flatten(0, 1), yb_BT.flatten())
+                aux, z = _aux_losses(out.router, self.cfg.model.top_k)
+                loss = lm + t.aux_loss_coef * aux + t.z_loss_coef * z
+                (loss / t.grad_accum).backward()
+            sums += torch.stack([lm, aux, z]).detach() / t.grad_accum
+            if collect is not None:
+                collect.add(out.router)
+        max_norm = t.grad_clip if t.grad_clip > 0 else float("inf")
+        grad_norm = self.dist.clip_grad_norm(self.model, max_norm)  # pre-clip total norm
+        self.dist.all_reduce_mean(sums)
+        lm, aux, z, gn = torch.cat([sums, grad_norm.reshape(1).to(sums)]).tolist()  # one host sync
+        return [lm + t.aux_loss_coef * aux + t.z_loss_coef * z, lm, aux, z, gn]
+
+    # -- main --------------------------------------------------------------------------------
+
+    def run(self, max_steps_this_call: int | None) -> dict:
+        total = self.s.total_steps
+        self._build()
+        stop = total if max_steps_this_call is None else min(total, self.step + max_steps_this_call)
+        main = self.dist.is_main
+        logger = JsonlLogger(self.run_dir / "metrics.jsonl") if main else None
+        if main:
+            write_status(self.run_dir, "running", self.step, total, "training")
+        self.t0 = time.perf_counter()
+        try:
+            with _progress_bar(self.show_progress, total, self.step) as bar:
+                self._loop(stop, logger, bar)
+        except Diverged:
+            raise
+        except BaseException as err:
+            if main:
+                write_status(self.run_dir, "failed", self.step, total, f"{type(err).__name__}: {err}")
+            raise
+        finally:
+            if logger is not None:
+                logger.close()
+        if self.step < total:
+            if main:
+                write_status(self.run_dir, "running", self.step, total, f"stopped after step {self.step}; train again to resume")
+            return {"state": "running", "step": self.step, "total_steps": total}
+        return self._finish()
+
+    def _loop(self, stop: int, logger: JsonlLogger | None, bar) -> None:
+        t, total, main = self.t, self.s.total_steps, self.dist.is_main
+        last_log_time, last_log_tokens = time.perf_counter(), self.step * self.s.tokens_per_step
+        router_acc = RouterStatsAccumulator()
+        tps = 0.0
+        while self.step < stop:
+            step = self.step  # 0-based index of the step being taken
+            done = step + 1
+            lr = lr_at(step, total, t)
+            set_lr(self.optimizer, lr)
+            log_now = done % t.log_every == 0 or done == total
+            loss, lm, aux, z, gn = self._train_step(step, router_acc if log_now else None)
+            if not (math.isfinite(loss) and math.isfinite(gn)):
+                self._diverged(done, dict(loss=loss, lm_loss=lm, aux_loss=aux, z_loss=z, grad_norm=gn, lr=lr))
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step = done
+            tokens = done * self.s.tokens_per_step
+            self.last_finite = dict(step=done, loss=loss, lm_loss=lm, aux_loss=aux, z_loss=z, lr=lr, grad_norm=gn)
+            now = time.perf_counter()
+            if log_now:
+                router_acc.all_reduce()
+                tps = (tokens - last_log_tokens) / max(now - last_log_time, 1e-9)
+                if main:
+                    logger.log({"kind": "train", **self.last_finite, "tokens": tokens, "tokens_per_s": round(tps, 1),
+                                "elapsed_s": round(self._elapsed(), 3), **router_acc.result()})
+                    write_status(self.run_dir, "running", done, total, "training")
+                router_acc.reset()
+                last_log_time, last_log_tokens = now, tokens
+            if done % t.eval_every == 0 or done == total:
+                val = evaluate(self.model, self.s.val_batches, self.dist, self.device, t.precision)
+                if main:
+                    logger.log({"kind": "val", "step": done, "val_loss": val, "tokens": tokens,
+                                "elapsed_s": round(self._elapsed(), 3)})
+            if done % t.checkpoint_every == 0 or done == total or done == stop:
+                if logger is not None:
+                    logger.sync()  # the log must be durable before the checkpoint that vouches for it
+                self._save()
+            bar.update(done, tokens_per_s=tps, loss=loss)
+
+    def _diverged(self, step: int, bad: dict) -> None:
+        if self.dist.is_main:
+            write_status(self.run_dir, "diverged", step, self.s.total_steps,
+                         f"non-finite loss or gradient norm at step {step}", last_finite=self.last_finite,
+                         at_divergence={k: (v if math.isfinite(v) else str(v)) for k, v in bad.items()})
+        raise Diverged(step, self.last_finite)
+
+    def _finish(self) -> dict:
+        from moelab.modelio import save_model_dir
+
+        model_state, _ = self.dist.full_state(self.model, None)
+        summary = None
+        if self.dist.is_main:
+            save_model_dir(model_state, self.cfg.model, self.s.tokenizer, self.run_dir / "model")
+            records = read_jsonl(self.run_dir / "metrics.jsonl")
+            train_losses = [r["loss"] for r in records if r.get("kind") == "train"]
+            val_losses = [r["val_loss"] for r in records if r.get("kind") == "val"]
+            m = self.cfg.model
+            summary = {
+                "name": self.cfg.name,
+                "state": "done",
+                "model_name": accounting.model_name(m),
+                "steps": self.step,
+                "tokens": self.step * self.s.tokens_per_step,
+                "final_train_loss": smoothed(train_losses),
+                "final_val_loss": val_losses[-1] if val_losses else None,
+                "wall_time_s": round(self._elapsed(), 3),
+                "tokens_per_s": round(self.step * self.s.tokens_per_step / max(self._elapsed(), 1e-9), 1),
+                "total_params": accounting.total_params(m),
+                "active_params": accounting.active_params(m),
+                "num_experts": m.num_experts,
+                "top_k": m.top_k,
+                "d_model": m.d_model,
+                "model_dir": "model",
+            }
+            atomic_write_json(self.run_dir / "train_summary.json", summary)
+            write_status(self.run_dir, "done", self.step, self.s.total_steps, "finished")
+        self.dist.barrier()
+        return summary if summary is not None else {"state": "done", "step": self.step}
+
+
+@contextlib.contextmanager
+def _progress_bar(enabled: bool, total: int, start: int):
+    """A rich bar with tokens/s and ETA; a no-op object when disabled."""
+    if not enabled:
+        class _Null:
+            def update(self, *a, **k):
+                pass
+
+        yield _Null()
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (
+        TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}"), TextColumn("{task.fields[tps]:,.0f} tok/s"),
+        TextColumn("ETA"), TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=False) as prog:
+        task = prog.add_task("train", total=total, completed=start, loss=float("nan"), tps=0.0)
+
+        class _Bar:
+            def update(self, done: int, *, tokens_per_s: float, loss: float) -> None:
+                prog.update(task, completed=done, tps=tokens_per_s, loss=loss)
+
+        yield _Bar()

@@ -1,0 +1,24 @@
+"""Shared fixtures for the data tests: one default world and one small tokenizer per session."""
+
+import pytest
+
+from moelab.config import WorldConfig
+from moelab.data.tokenizer import train_tokenizer
+from moelab.data.world import build_world
+
+
+@pytest.fixture(scope="session")
+def world():
+    return build_world(WorldConfig())
+
+
+@pytest.fixture(scope="session")
+def small_world():
+    return build_world(WorldConfig(num_people=20, reasoning_train_items=40, reasoning_eval_items=10,
+                                   knowledge_eval_items=10, bio_paraphrases=2))
+
+
+@pytest.fixture(scope="session")
+def tokenizer(small_world):
+    texts = small_world.documents() + ["The quick brown fox jumps over the lazy dog."] * 5
+    return train_tokenizer(texts, vocab_size=400)

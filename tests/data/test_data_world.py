@@ -1,0 +1,169 @@
+"""The default world: determinism, split hygiene, formats and scorers."""
+
+import hashlib
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from moelab.config import WorldConfig
+from moelab.data import people as ppl
+from moelab.data import reasoning as rsn
+from moelab.data.world import build_world
+from moelab.errors import UserError
+
+
+def _snapshot(world):
+    tasks = {name: {s: [(i.prompt, i.answer, i.gold) for i in items] for s, items in t.splits.items()}
+             for name, t in world.tasks().items()}
+    return world.documents(), tasks
+
+
+def test_default_world_is_fast_and_has_the_contract_tasks():
+    start = time.perf_counter()
+    world = build_world(WorldConfig())
+    assert time.perf_counter() - start < 10
+    tasks = world.tasks()
+    assert {"knowledge", "reasoning", "reasoning/basic_arithmetic", "reasoning/chain_sum"} <= set(tasks)
+    assert tasks["knowledge"].family == "knowledge" and tasks["reasoning"].family == "reasoning"
+    for task in tasks.values():
+        assert set(task.splits) == {"train", "heldout"}
+        assert all(len(items) == 100 for items in task.splits.values())
+    # 400 people x 4 biographies + 200 train people x 6 QA pairs + 2000 problems
+    assert len(world.documents()) == 1600 + 1200 + 2000
+
+
+def test_world_is_deterministic_in_the_seed(small_world):
+    cfg = small_world.config
+    assert _snapshot(build_world(cfg)) == _snapshot(small_world)
+    other = build_world(cfg.model_copy(update={"seed": 1}))
+    assert other.documents() != small_world.documents()
+
+
+def test_documents_are_shuffled_not_grouped(world):
+    docs = world.documents()
+    kinds = ["Q" if d.startswith("Question:") else "B" for d in docs]
+    assert kinds[:200].count("Q") not in (0, 200)
+
+
+def test_people_have_unique_names_and_disjoint_splits(world):
+    train = {p.name for p in world.train_people}
+    heldout = {p.name for p in world.heldout_people}
+    assert len(train) == len(world.train_people) == 200
+    assert len(heldout) == len(world.heldout_people) == 200
+    assert not train & heldout
+
+
+def test_heldout_knowledge_only_in_biographies(world):
+    docs = world.documents()
+    qa_docs = [d for d in docs if d.startswith("Question:")]
+    heldout = {p.name for p in world.heldout_people}
+    assert not any(name in d for d in qa_docs for name in heldout)
+    knowledge = world.tasks()["knowledge"]
+    doc_set = set(docs)
+    for item in knowledge.splits["heldout"]:
+        assert item.prompt + item.answer not in doc_set
+        assert item.meta["person"] in heldout
+        # the fact itself is in the person's biographies
+        assert any(item.meta["person"] in d and item.gold in d for d in docs if not d.startswith("Question:"))
+    for item in knowledge.splits["train"]:
+        assert item.prompt + item.answer in doc_set
+
+
+def test_each_person_has_distinct_paraphrases(world):
+    person = world.train_people[0]
+    bios = [d for d in world.documents() if d.startswith(person.name) and not d.startswith("Question:")]
+    assert len(bios) == 4 and len(set(bios)) == 4
+    for bio in bios:
+        assert all(value in bio for value in person.facts.values())
+
+
+def test_reasoning_heldout_is_disjoint_from_training(world):
+    for name, problems in world.problems.items():
+        train_questions = {p.question for p in problems}
+        task = world.tasks()[f"reasoning/{name}"]
+        heldout_prompts = [i.prompt for i in task.splits["heldout"]]
+        assert len(set(heldout_prompts)) == len(heldout_prompts)
+        assert not {p.removeprefix("Question: ").removesuffix("\nAnswer:") for p in heldout_prompts} & train_questions
+        doc_set = set(world.documents())
+        assert all(i.prompt + i.answer in doc_set for i in task.splits["train"])
+        assert not any(i.prompt + i.answer in doc_set for i in task.splits["heldout"])
+
+
+def test_reasoning_format_and_worked_solutions(world):
+    for problems in world.problems.values():
+        for p in problems:
+            assert p.solution, p.question  # every default problem gets worked steps
+            assert p.answer.endswith(f"\n#### {p.final}")
+            assert p.solution.split(" = ")[-1] == p.final
+            assert len(p.prompt + p.answer) < 200  # fits a short context
+    item = world.tasks()["reasoning"].splits["heldout"][0]
+    assert item.prompt.startswith("Question: ") and item.prompt.endswith("\nAnswer:")
+
+
+def test_mixed_reasoning_task_takes_generators_in_turn(world):
+    items = world.tasks()["reasoning"].splits["heldout"]
+    assert {i.meta["generator"] for i in items} == {"basic_arithmetic", "chain_sum"}
+    assert [i.meta["generator"] for i in items[:4]] == ["basic_arithmetic", "chain_sum"] * 2
+
+
+def test_scorers_accept_gold_and_reject_wrong_answers(world):
+    for task in world.tasks().values():
+        for split in ("train", "heldout"):
+            for item in task.splits[split][:10]:
+                assert task.score(item, item.answer) == 1.0
+                assert task.score(item, " " + item.gold) == 1.0
+                assert task.score(item, " Nowhere 999999") == 0.0
+
+
+def test_knowledge_scoring_normalises():
+    assert ppl.score_exact_match("  march 4 1987.\nQuestion: more", "March 4, 1987") == 1.0
+    assert ppl.score_exact_match("\nLisbon!", "Lisbon") == 1.0
+    assert ppl.score_exact_match("Lisbon Portugal", "Lisbon") == 0.0
+    assert ppl.score_exact_match("", "Lisbon") == 0.0
+
+
+def test_reasoning_extraction_and_partial_credit(world):
+    task = world.tasks()["reasoning/basic_arithmetic"]
+    item = next(i for i in task.splits["heldout"] if len(i.gold) == 1 and i.gold != "0")
+    assert task.score(item, f" so the result is {item.gold}") == 1.0  # last-number fallback
+    assert task.score(item, f" 1 + 1 = 2\n#### {item.gold}\nQuestion: x") == 1.0
+    assert task.score(item, f" 1{item.gold}1") == 0.0  # substring partial credit counts as wrong
+    assert rsn.extract_answer("blah\n####  -12 \nmore", "3") == "-12"
+    assert rsn.extract_answer(" no numbers here\nsecond", "3") == "no numbers here"
+    assert rsn.extract_answer(" yes\n", "yes") == "yes"
+
+
+def test_worked_solution_follows_precedence():
+    assert rsn.worked_solution("2 + 3 * 4", "14") == "2 + 3 * 4 = 2 + 12 = 14"
+    assert rsn.worked_solution("( ( 5 - -4 ) ) * 2", "18") == "( 5 - -4 ) * 2 = 9 * 2 = 18"
+    assert rsn.worked_solution("8 - ( 3 - 1 )", "6") == "8 - ( 3 - 1 ) = 8 - 2 = 6"
+    assert rsn.worked_solution("7 / 2", "3") == "7 / 2 = 3"  # reasoning_gym's floor division
+    assert rsn.worked_solution("2 + 2", "5") == ""  # disagrees with the generator: no steps
+    assert rsn.worked_solution("x + 1", "2") == ""
+
+
+def test_user_errors():
+    with pytest.raises(UserError, match="unknown reasoning_gym generator 'chain_summ'.*chain_sum"):
+        build_world(WorldConfig(num_people=4, reasoning_tasks=["chain_summ"]))
+    with pytest.raises(UserError, match="num_people"):
+        build_world(WorldConfig(num_people=10**6, reasoning_train_items=0))
+
+
+def test_world_without_reasoning():
+    world = build_world(WorldConfig(num_people=4, reasoning_tasks=[], knowledge_eval_items=3))
+    assert set(world.tasks()) == {"knowledge"}
+    assert len(world.tasks()["knowledge"].splits["heldout"]) == 3
+
+
+def test_world_does_not_depend_on_python_hash_seed(small_world):
+    code = (
+        "import hashlib; from moelab.config import WorldConfig; from moelab.data.world import build_world; "
+        f"w = build_world(WorldConfig(**{small_world.config.model_dump()!r})); "
+        "print(hashlib.sha256('\\x00'.join(w.documents()).encode()).hexdigest())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": "12345"}, capture_output=True,
+                         text=True, check=True).stdout.strip()
+    assert out == hashlib.sha256("\x00".join(small_world.documents()).encode()).hexdigest()

@@ -1,0 +1,67 @@
+"""The planner: iso-FLOP arithmetic, infeasible points kept with a reason, paper names."""
+
+import pytest
+
+from moelab import accounting
+from moelab.config import StudyConfig, load_study_config, validate
+from moelab.study.plan import plan
+
+
+def small_study(**over):
+    data = {"name": "t", "budgets": [1e12], "grid": {"d_model": [64], "num_experts": [1, 4, 8], "top_k": [1, 2]},
+            "head_dim": 16, "base": {"data": {"seq_len": 32}, "train": {"batch_size": 4}}}
+    data.update(over)
+    return validate(StudyConfig, data, "study.yaml")
+
+
+def test_iso_flop_tokens():
+    runs = plan(small_study())
+    ok = [r for r in runs if r.feasible]
+    assert len(ok) == 5  # (E=1, k=2) is infeasible
+    for r in ok:
+        assert r.tokens == int(1e12 // (6 * r.active_params))
+        assert r.steps == r.tokens // (4 * 32)
+        assert r.config.train.steps == r.steps
+        assert r.config.model.num_experts == r.num_experts and r.config.model.n_heads == 4
+        assert r.name == accounting.model_name(r.config.model)
+    # same k => same active parameters (up to the router's d·E) => ~same tokens; more experts => lower TPP
+    e4, e8 = (next(r for r in ok if r.num_experts == e and r.top_k == 1) for e in (4, 8))
+    assert e8.active_params - e4.active_params == 4 * 64 * 4  # four layers, four extra router rows each
+    assert e4.tokens == pytest.approx(e8.tokens, rel=0.01) and e8.tpp < e4.tpp
+
+
+def test_infeasible_points_are_kept_with_reason():
+    runs = plan(small_study(budgets=[1e12, 10.0]))
+    bad = {r.run_id: r.reason for r in runs if not r.feasible}
+    assert any("exceeds num_experts" in v for v in bad.values())
+    assert any("below one step" in v for v in bad.values())
+    assert len(runs) == 2 * 3 * 2
+
+
+def test_memory_limit_marks_infeasible():
+    runs = plan(small_study(max_memory_gb=1e-6))
+    assert all(not r.feasible for r in runs)
+    assert any("memory estimate" in r.reason for r in runs)
+
+
+def test_axes_multiply_the_grid():
+    study = small_study(grid={"d_model": [64], "num_experts": [4], "top_k": [1], "lr": [1e-3, 3e-3],
+                              "init_std": [0.01, 0.02], "seed": [0, 1]})
+    runs = plan(study)
+    assert len(runs) == 8 and len({r.run_id for r in runs}) == 8
+    assert {r.config.train.lr for r in runs} == {1e-3, 3e-3}
+    assert {r.config.model.init_std for r in runs} == {0.01, 0.02}
+
+
+def test_paper_preset_carries_paper_names():
+    runs = plan(load_study_config("paper"))
+    names = {r.name for r in runs}
+    assert {"d512-E8-k2-320M-A170M", "d1024-E16-k2-1.9B-A470M", "d2048-E64-k2-26.4B-A1.5B"} <= names
+    assert all(r.tokens == 125_000_000_000 for r in runs if r.feasible)
+
+
+def test_study_needs_one_budget_kind():
+    from moelab.errors import UserError
+
+    with pytest.raises(UserError, match="exactly one of"):
+        small_study(tokens=[1e9])
