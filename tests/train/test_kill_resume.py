@@ -28,7 +28,7 @@ def _trajectory(run_dir):
 
 
 def test_sigkill_then_resume(tmp_path, tiny_cfg):
-    cfg = tiny_cfg(train={"steps": 150, "checkpoint_every": 7, "eval_every": 25, "log_every": 1})
+    cfg = tiny_cfg(train={"steps": 60, "checkpoint_every": 7, "eval_every": 25, "log_every": 1})
     killed = tmp_path / "killed"
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT, json.dumps(cfg.model_dump(mode="json")), str(killed)],
@@ -46,11 +46,11 @@ def test_sigkill_then_resume(tmp_path, tiny_cfg):
         if proc.poll() is None:
             proc.kill()
     status = json.loads((killed / "status.json").read_text())
-    assert status["state"] == "running" and status["step"] < 150  # the kill left it mid-run
+    assert status["state"] == "running" and status["step"] < 60  # the kill left it mid-run
 
     resumed = train(cfg, killed, progress=False)
     reference = train(cfg, tmp_path / "reference", progress=False)
-    assert resumed["steps"] == reference["steps"] == 150
+    assert resumed["steps"] == reference["steps"] == 60
     assert _trajectory(killed) == _trajectory(tmp_path / "reference")
     a = load_file(str(killed / "model" / "model.safetensors"))
     b = load_file(str(tmp_path / "reference" / "model" / "model.safetensors"))

@@ -51,7 +51,7 @@ def probe_model_config(device: str):
         return ModelConfig(vocab_size=32768, d_model=512, n_layers=8, n_heads=8, num_experts=8, top_k=2,
                            max_seq_len=512), 16, 512
     return ModelConfig(vocab_size=2048, d_model=128, n_layers=4, n_heads=4, num_experts=8, top_k=2,
-                       max_seq_len=128), 8, 128
+                       max_seq_len=128), 4, 128
 
 
 def resolve_device(device: str) -> str:
