@@ -19,7 +19,7 @@ from moelab.ui import console
 
 def evaluate_run(run_dir: Path, cfg, *, progress: bool = True) -> dict:
     """Evaluate a trained run once; cached in ``run_dir/eval/summary.json``."""
-    from moelab.atomic import write_json_atomic
+    from moelab.atomic import atomic_write_json as write_json_atomic
     from moelab.data.world import build_world
     from moelab.eval.gaps import evaluate_model
     from moelab.modelio import load_model
@@ -37,7 +37,7 @@ def evaluate_run(run_dir: Path, cfg, *, progress: bool = True) -> dict:
 
 def run_demo(preset: str, out: Path, *, progress: bool = True) -> dict:
     from moelab.analysis.report import write_demo_report
-    from moelab.atomic import write_text_atomic
+    from moelab.atomic import atomic_write_text as write_text_atomic
     from moelab.study.results import rows_to_csv
     from moelab.train.trainer import train
 

@@ -26,19 +26,30 @@ def print_kv(info: dict, title: str = "") -> None:
     stdout.print(table)
 
 
+def short(x: float) -> str:
+    """3 significant figures with a K/M/B/T/P/E suffix: 846_912 → '847K', 6e12 → '6T'."""
+    for unit, scale in (("E", 1e18), ("P", 1e15), ("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g}{unit}"
+    return f"{x:.3g}"
+
+
 def print_plan(runs) -> None:
     table = Table(title=f"{sum(r.feasible for r in runs)} feasible of {len(runs)} planned runs")
-    for col in ("run_id", "name", "sparsity", "tokens", "TPP", "FLOPs", "steps", "mem GB", "est. time", "note"):
+    for col in ("run", "model", "sparsity", "tokens", "TPP", "FLOPs", "steps", "mem GB", "est."):
         table.add_column(col, overflow="fold")
+    notes = []
     for r in runs:
         est = getattr(r, "est_seconds", None)
-        table.add_row(
-            r.run_id, r.name or "-", f"{r.sparsity:.3f}", f"{r.tokens:.3g}", f"{r.tpp:.3g}",
-            f"{r.train_flops:.2e}", f"{r.steps:,}", f"{r.memory_gb:.1f}",
-            _duration(est) if est else "-",
-            "" if r.feasible else f"[red]infeasible: {r.reason}[/red]",
-        )
+        if not r.feasible:
+            notes.append(f"[red]{r.run_id}: infeasible — {r.reason}[/red]")
+            table.add_row(f"[red]{r.run_id}[/red]", "[red]infeasible[/red]", *["-"] * 7)
+            continue
+        table.add_row(r.run_id, r.name, f"{r.sparsity:.3f}", short(r.tokens), f"{r.tpp:.3g}",
+                      short(r.train_flops), f"{r.steps:,}", f"{r.memory_gb:.1f}", _duration(est) if est else "-")
     stdout.print(table)
+    for note in notes:
+        stdout.print(note)
 
 
 def _duration(seconds: float) -> str:

@@ -1,23 +1,12 @@
-"""Shared fixtures for the eval tests: a small world, its tokenizer, a tiny random model, and the
-seed paper's task files (from ``<repo>/../shared/data``; tests that need them skip without it)."""
-
-from pathlib import Path
+"""Shared fixtures for the eval tests: a small world, its tokenizer and a tiny random model."""
 
 import pytest
-import torch
 
-from moelab.config import ModelConfig, WorldConfig
+from moelab.config import WorldConfig
 from moelab.data.tokenizer import train_tokenizer
 from moelab.data.world import build_world
 
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-
-
-def shared_file(name: str) -> Path:
-    path = SHARED_DATA / name
-    if not path.is_file():
-        pytest.skip(f"{path} not present (the shared/ data directory sits beside the repository)")
-    return path
+from eval_helpers import tiny_model
 
 
 @pytest.fixture(scope="session")
@@ -29,15 +18,6 @@ def small_world():
 @pytest.fixture(scope="session")
 def tokenizer(small_world):
     return train_tokenizer(small_world.documents(), vocab_size=400)
-
-
-def tiny_model(vocab_size: int, *, seed: int = 0, **kw):
-    torch.manual_seed(seed)
-    base = dict(vocab_size=vocab_size, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, num_experts=4, top_k=2,
-                init_std=0.1, max_seq_len=128)
-    from moelab.model import MoETransformer
-
-    return MoETransformer(ModelConfig(**{**base, **kw})).eval()
 
 
 @pytest.fixture(scope="session")

@@ -27,3 +27,15 @@ def make_cfg(**sections) -> RunConfig:
 @pytest.fixture(scope="session")
 def tiny_cfg():
     return make_cfg
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine spinning
+    OpenMP workers make them 10x slower; restored afterwards so other test folders are unaffected."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

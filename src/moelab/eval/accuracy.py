@@ -290,9 +290,8 @@ def accuracy(
         stops = REASONING_STOPS + (("\n",) if family == "knowledge" else ())
     if limit is not None:
         items = items[:limit]
-    if shots:
-        if not pool:
-            raise UserError(f"shots={shots}: task '{name}' has no train split to draw exemplars from")
+    if shots and not pool:
+        raise UserError(f"shots={shots}: task '{name}' has no train split to draw exemplars from")
     prompts = fewshot_prompts(items, pool or [], shots, seed)
 
     mc = [k for k, it in enumerate(items) if "choices" in it.meta]

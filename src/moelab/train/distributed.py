@@ -109,14 +109,25 @@ class Dist:
         from torch.distributed.checkpoint.state_dict import (
             StateDictOptions, get_model_state_dict, get_optimizer_state_dict)
 
+        # Collective on every rank; with cpu_offload only rank 0 receives the full tensors.
         opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
         msd = get_model_state_dict(model, options=opts)
-        osd = None
-        if optimizer is not None:
-            osd = _to_positional(get_optimizer_state_dict(model, optimizer, options=opts), optimizer)
-        return msd, osd
+        osd = get_optimizer_state_dict(model, optimizer, options=opts) if optimizer is not None else None
+        if not self.is_main:
+            return {}, None
+        return msd, (_to_positional(osd, optimizer) if osd is not None else None)
 
     def load_optimizer_state(self, model, optimizer: torch.optim.Optimizer, osd: dict) -> None:
+        """Load a positional optimizer state, keeping this optimizer's own kernel choice.
+
+        A saved group carries ``fused``/``foreach`` flags, and ``load_state_dict`` would adopt
+        them; a checkpoint from a fused single-process run must not force the fused kernel
+        onto FSDP's DTensors (or the reverse), so the live flags win.
+        """
+        osd = {**osd, "param_groups": [
+            {**saved, **{k: live[k] for k in _IMPL_KEYS if k in live}}
+            for saved, live in zip(osd["param_groups"], optimizer.param_groups)
+        ]}
         if self.mode != "fsdp":
             optimizer.load_state_dict(osd)
             return
@@ -124,6 +135,9 @@ class Dist:
 
         set_optimizer_state_dict(model, optimizer, _to_named(osd),
                                  options=StateDictOptions(full_state_dict=True))
+
+
+_IMPL_KEYS = ("fused", "foreach", "capturable", "differentiable")
 
 
 @contextlib.contextmanager
