@@ -120,7 +120,8 @@ def _load_hf(path: Path, device):
 
         tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except Exception as err:  # transformers raises many types; the user needs one line
-        raise UserError(f"{path}: cannot load the tokenizer ({str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__})") from None
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"{path}: cannot load the tokenizer ({first})") from None
     return model, tok, cfg
 
 

@@ -29,7 +29,7 @@ def tiny_cfg():
     return make_cfg
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")  # module scope: also covers module-scoped runs
 def _one_thread():
     """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine spinning
     OpenMP workers make them 10x slower; restored afterwards so other test folders are unaffected."""

@@ -113,6 +113,8 @@ def test_divergence_is_reported(tmp_path, tiny_cfg):
     assert status["state"] == "diverged" and status["step"] == info.value.step
     assert status["last_finite"]["step"] == info.value.step - 1
     assert not (tmp_path / "model").exists()
+    with pytest.raises(Diverged):  # a diverged run is not retrained
+        train(cfg, tmp_path, progress=False)
 
 
 def test_grad_accum_matches_full_batch(tmp_path, tiny_cfg):
@@ -123,3 +125,27 @@ def test_grad_accum_matches_full_batch(tmp_path, tiny_cfg):
     lb = [r["lm_loss"] for r in read_jsonl(tmp_path / "b" / "metrics.jsonl") if r["kind"] == "train"]
     assert la == pytest.approx(lb, rel=1e-4)
     assert a["final_val_loss"] == pytest.approx(b["final_val_loss"], rel=1e-4)
+
+
+def test_disk_full_during_checkpoint_marks_failed_and_resumes(tmp_path, tiny_cfg, monkeypatch):
+    from moelab.train import checkpoint as ck
+
+    cfg = tiny_cfg(train={"steps": 10, "checkpoint_every": 5})
+    real_save = ck.torch.save
+    calls = {"n": 0}
+
+    def flaky_save(obj, path, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the step-10 checkpoint's optim.pt
+            raise OSError(28, "No space left on device")
+        return real_save(obj, path, *a, **k)
+
+    monkeypatch.setattr(ck.torch, "save", flaky_save)
+    with pytest.raises(OSError, match="No space"):
+        train(cfg, tmp_path, progress=False)
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["state"] == "failed" and "No space" in status["message"]
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-5"]
+    monkeypatch.undo()
+    assert train(cfg, tmp_path, progress=True)["steps"] == 10  # resumes from step 5, with a progress bar
+    assert json.loads((tmp_path / "status.json").read_text())["state"] == "done"

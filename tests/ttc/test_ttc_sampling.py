@@ -13,6 +13,15 @@ from moelab.model.transformer import MoETransformer
 from moelab.ttc.sampling import SAMPLES_FILE, SUMMARY_FILE, recompute_from_jsonl, sample_task
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Tiny models are dominated by threading overhead; one thread is several times faster on CPU.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def tiny():
     world = build_world(WorldConfig(num_people=20, reasoning_train_items=40, reasoning_eval_items=6,

@@ -1,85 +1,316 @@
 """Scaling-law figures with one visual grammar across the whole report.
 
-Colour encodes the active-parameter size, marker encodes top-k, so a reader can
-follow one family from figure to figure. x axes that span orders of magnitude
-(total parameters, TPP, FLOPs) are log-scaled.
+Colour encodes the active-parameter size, marker encodes top-k and line style the budget
+(and any learning-rate / init-std / seed variant), fixed once per study by :class:`Style`, so a
+reader can follow one family from figure to figure. x axes that span orders of magnitude (total
+parameters, TPP, FLOPs, density, learning rate) are log-scaled; axis labels carry units; legends
+sit outside the axes so they never hide data. Every figure writes the series it plots as CSV.
 """
 
 from __future__ import annotations
 
+import csv
 import math
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")  # headless: figures are files, never windows
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 
 from moelab.accounting import human_count  # noqa: E402
+from moelab.analysis.data import Quantity, num  # noqa: E402
 
-MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
-LOG_AXES = {"total_params", "active_params", "tpp", "tokens", "train_flops"}
-AXIS_LABELS = {
-    "total_params": "total parameters",
-    "active_params": "active parameters",
-    "tpp": "tokens per parameter (TPP)",
-    "sparsity": "sparsity (1 − k/E)",
-    "density": "density (k/E)",
-    "train_flops": "training FLOPs",
-}
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">"]
+LINESTYLES = ["-", "--", ":", "-.", (0, (5, 1, 1, 1)), (0, (1, 3))]
+VARIANT_AXES = ("budget", "lr", "init_std", "seed")  # axes that split a line beyond the active size
+FIGSIZE = (5.4, 3.5)
+DPI = 110
 
 
-def _finite(v) -> bool:
-    return isinstance(v, (int, float)) and math.isfinite(v)
+def fmt_si(x: float | None) -> str:
+    """3 significant figures with a K/M/B/T/P/E suffix: 6e12 → '6T'."""
+    if x is None:
+        return "–"
+    for unit, scale in (("E", 1e18), ("P", 1e15), ("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g}{unit}"
+    return f"{x:.3g}"
+
+
+@dataclass
+class Figure:
+    """One figure of the report: its PNG and CSV, or the note saying why it was skipped."""
+
+    key: str
+    title: str
+    caption: str = ""
+    png: Path | None = None
+    csv: Path | None = None
+    note: str = ""
 
 
 class Style:
-    """Stable colour per active size and marker per top-k for a set of rows."""
+    """Stable colour per active size, marker per top-k, line style per variant (budget, lr, init
+    std, seed — only the axes that vary in the study) for one study's rows."""
 
     def __init__(self, rows: list[dict]):
-        actives = sorted({r["active_params"] for r in rows if r.get("active_params")})
-        ks = sorted({r["top_k"] for r in rows if r.get("top_k")})
-        cmap = plt.get_cmap("viridis")
-        n = max(len(actives) - 1, 1)
-        self.colour = {a: cmap(0.1 + 0.75 * i / n) for i, a in enumerate(actives)}
-        self.marker = {k: MARKERS[i % len(MARKERS)] for i, k in enumerate(ks)}
+        actives = sorted({a for r in rows if (a := num(r.get("active_params")))})
+        ks = sorted({int(k) for r in rows if (k := num(r.get("top_k")))})
+        cmap = plt.get_cmap("viridis" if len(actives) > 3 else "tab10")
+        if len(actives) > 3:
+            n = len(actives) - 1
+            self.colours = {a: cmap(0.05 + 0.8 * i / n) for i, a in enumerate(actives)}
+        else:
+            self.colours = {a: cmap(i) for i, a in enumerate(actives)}
+        self.markers = {k: MARKERS[i % len(MARKERS)] for i, k in enumerate(ks)}
+        self.axes = [a for a in VARIANT_AXES if len({r.get(a) for r in rows if r.get(a) is not None}) > 1]
+        variants = sorted({self.variant(r) for r in rows}, key=lambda v: tuple((x is None, x) for x in v))
+        self.linestyles = {v: LINESTYLES[i % len(LINESTYLES)] for i, v in enumerate(variants)}
 
-    def label(self, active: int, k: int | None = None) -> str:
-        return f"A{human_count(active)}" + (f", k={k}" if k is not None else "")
+    def variant(self, row: dict) -> tuple:
+        return tuple(num(row.get(a)) for a in self.axes)
+
+    def colour(self, row: dict):
+        return self.colours.get(num(row.get("active_params")), "grey")
+
+    def marker(self, row: dict) -> str:
+        k = num(row.get("top_k"))
+        return self.markers.get(int(k) if k else None, "o")
+
+    def linestyle(self, row: dict):
+        return self.linestyles.get(self.variant(row), "-")
+
+    def variant_label(self, variant: tuple) -> str:
+        names = {"budget": "C", "lr": "lr", "init_std": "std", "seed": "seed"}
+        return ", ".join(f"{names[a]}={fmt_si(v) if a == 'budget' else f'{v:g}'}"
+                         for a, v in zip(self.axes, variant) if v is not None)
+
+    def legend(self, ax, rows: list[dict], *, lines: bool = True) -> None:
+        """Legend outside the axes, listing only the sizes, k and variants present in ``rows``."""
+        actives = sorted({a for r in rows if (a := num(r.get("active_params")))})
+        ks = sorted({int(k) for r in rows if (k := num(r.get("top_k")))})
+        variants = sorted({self.variant(r) for r in rows}, key=lambda v: tuple((x is None, x) for x in v))
+        for a in actives:
+            ax.plot([], [], "-" if lines else "o", color=self.colours.get(a, "grey"), label=f"A{human_count(a)}")
+        for k in ks:
+            ax.plot([], [], self.markers.get(k, "o"), color="grey", ls="none", label=f"k={k}")
+        if lines and len(variants) > 1:
+            for v in variants:
+                ax.plot([], [], color="black", ls=self.linestyles.get(v, "-"), label=self.variant_label(v))
+        handles, _ = ax.get_legend_handles_labels()
+        if handles:
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, frameon=False)
 
 
-def line_plot(rows: list[dict], x: str, y: str, path: Path, *, title: str, ylabel: str,
-              group: str = "active_params", style: Style | None = None) -> Path | None:
-    """y against x, one line per ``group`` value (points sorted by x), coloured by active size
-    and marked by top-k. Returns None (and draws nothing) when no row has both values."""
-    pts = [r for r in rows if _finite(r.get(x)) and _finite(r.get(y))]
-    if not pts:
-        return None
-    style = style or Style(rows)
-    fig, ax = plt.subplots(figsize=(5.2, 3.6), dpi=110)
-    groups: dict = defaultdict(list)
-    for r in pts:
-        groups[r.get(group)].append(r)
-    for key in sorted(groups, key=lambda v: (v is None, v)):
-        g = sorted(groups[key], key=lambda r: r[x])
-        colour = style.colour.get(g[0].get("active_params"), "grey")
-        ax.plot([r[x] for r in g], [r[y] for r in g], "-", color=colour, alpha=0.6, lw=1.2)
-        for r in g:
-            ax.plot(r[x], r[y], style.marker.get(r.get("top_k"), "o"), color=colour, ms=6, mec="black", mew=0.4)
-        lbl = style.label(g[0]["active_params"]) if group == "active_params" else f"{group}={key}"
-        ax.plot([], [], "-", color=colour, label=lbl)
-    for k, m in style.marker.items():
-        ax.plot([], [], m, color="grey", ls="none", label=f"k={k}")
-    if x in LOG_AXES and all(r[x] > 0 for r in pts):
-        ax.set_xscale("log")
-    ax.set_xlabel(AXIS_LABELS.get(x, x))
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
+# ---------------------------------------------------------------- plumbing
+
+
+def _setup(title: str, x: Quantity | None, ylabel: str):
+    fig, ax = plt.subplots(figsize=FIGSIZE, dpi=DPI)
+    ax.set_title(title, fontsize=9)
+    if x is not None:
+        ax.set_xlabel(x.label)
+    ax.set_ylabel(ylabel, fontsize=8)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, loc="best", framealpha=0.7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    ax.tick_params(labelsize=7)
+    return fig, ax
+
+
+def _save(fig, out_dir: Path, key: str) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{key}.png"
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def write_csv(path: Path, header: Sequence[str], records: list[Sequence]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        for rec in records:
+            w.writerow(["" if v is None or (isinstance(v, float) and not math.isfinite(v)) else v for v in rec])
+    return path
+
+
+ID_COLUMNS = ("run_id", "name", "posttrain", "budget", "d_model", "num_experts", "top_k", "active_params",
+              "total_params", "lr", "init_std", "seed")
+
+
+def _points(rows: list[dict], x: Quantity, y: Quantity) -> list[tuple[dict, float, float]]:
+    pts = []
+    for r in rows:
+        xv, yv = x.get(r), y.get(r)
+        if xv is not None and yv is not None and (not x.log or xv > 0):
+            pts.append((r, xv, yv))
+    return pts
+
+
+def skipped(key: str, title: str, why: str) -> Figure:
+    return Figure(key, title, note=f"skipped: {why}")
+
+
+def _set_log(ax, x: Quantity, xs: list[float]) -> None:
+    if x.log and xs and min(xs) > 0 and max(xs) / min(xs) > 1.0001:
+        ax.set_xscale("log")
+
+
+# ---------------------------------------------------------------- figures
+
+
+def series_figure(rows: list[dict], x: Quantity, y: Quantity, out_dir: Path, key: str, *, title: str,
+                  style: Style, caption: str = "", min_points: int = 2) -> Figure:
+    """y against x, one line per active size and variant (points sorted by x)."""
+    pts = _points(rows, x, y)
+    if len(pts) < min_points:
+        return skipped(key, title, f"needs at least {min_points} models with both {x.key} and {y.key} "
+                                   f"(the study has {len(pts)})")
+    fig, ax = _setup(title, x, y.label)
+    lines: dict = defaultdict(list)
+    for r, xv, yv in pts:
+        lines[(num(r.get("active_params")), style.variant(r))].append((r, xv, yv))
+    for _, members in sorted(lines.items(), key=lambda kv: tuple((v is None, v) for v in _flat(kv[0]))):
+        members.sort(key=lambda t: t[1])
+        r0 = members[0][0]
+        if len(members) > 1:
+            ax.plot([m[1] for m in members], [m[2] for m in members], color=style.colour(r0),
+                    ls=style.linestyle(r0), lw=1.2, alpha=0.7)
+        for r, xv, yv in members:
+            ax.plot(xv, yv, style.marker(r), color=style.colour(r), ms=6, mec="black", mew=0.4)
+    _set_log(ax, x, [p[1] for p in pts])
+    style.legend(ax, [p[0] for p in pts])
+    png = _save(fig, out_dir, key)
+    data = write_csv(out_dir / "data" / f"{key}.csv", [*ID_COLUMNS, x.key, y.key],
+                     [[r.get(c) for c in ID_COLUMNS] + [xv, yv] for r, xv, yv in pts])
+    return Figure(key, title, caption, png, data)
+
+
+def _flat(key) -> tuple:
+    a, variant = key
+    return (a, *variant)
+
+
+def optimum_figure(rows: list[dict], y: Quantity, out_dir: Path, key: str, *, title: str, style: Style,
+                   opt, maximize: bool, caption: str = "") -> Figure:
+    """y against log10 TPP for one group, the fitted quadratic, its optimum and bootstrap interval."""
+    pts = [(r, math.log10(t), v) for r in rows if (t := num(r.get("tpp"))) and t > 0 and (v := y.get(r)) is not None]
+    if len(pts) < 2:
+        return skipped(key, title, f"needs at least 2 models with TPP and {y.key} (the group has {len(pts)})")
+    fig, ax = _setup(title, None, y.label)
+    ax.set_xlabel("tokens per parameter (TPP, log scale)")
+    for r, xv, yv in pts:
+        ax.plot(10 ** xv, yv, style.marker(r), color=style.colour(r), ms=7, mec="black", mew=0.4)
+    records = [[r.get(c) for c in ID_COLUMNS] + [10 ** xv, yv, "model"] for r, xv, yv in pts]
+    if opt is not None:
+        grid = np.linspace(opt.fit.lo, opt.fit.hi, 100)
+        ax.plot(10 ** grid, opt.fit.predict(grid), "k-", lw=1, alpha=0.7, label="quadratic fit in log TPP")
+        if opt.lo is not None:
+            ax.axvspan(10 ** opt.lo, 10 ** opt.hi, color="tab:orange", alpha=0.2,
+                       label=f"{opt.level:.0%} bootstrap interval of the {'max' if maximize else 'min'}")
+        ax.axvline(10 ** opt.x, color="tab:orange", lw=1.5,
+                   label=f"fitted {'max' if maximize else 'min'}: TPP {10 ** opt.x:.3g}"
+                         + ("" if opt.interior else " (range edge)"))
+        records += [[None] * len(ID_COLUMNS) + [10 ** g, float(opt.fit.predict(g)), "fit"] for g in grid]
+    ax.set_xscale("log")
+    style.legend(ax, [p[0] for p in pts], lines=False)
+    png = _save(fig, out_dir, key)
+    data = write_csv(out_dir / "data" / f"{key}.csv", [*ID_COLUMNS, "tpp", y.key, "series"], records)
+    return Figure(key, title, caption, png, data)
+
+
+def isotonic_figure(rows: list[dict], x: Quantity, y: Quantity, out_dir: Path, key: str, *, title: str,
+                    style: Style, fit, caption: str = "") -> Figure:
+    """Accuracy against task loss across the models with the monotone fit, and the residuals."""
+    pts = _points(rows, x, y)
+    if len(pts) < 2:
+        return skipped(key, title, f"needs at least 2 models with {x.key} and {y.key} (the study has {len(pts)})")
+    fig, (ax, ax_res) = plt.subplots(1, 2, figsize=(FIGSIZE[0] * 1.6, FIGSIZE[1]), dpi=DPI,
+                                     gridspec_kw={"width_ratios": [1.4, 1]})
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(x.label, fontsize=8)
+    ax.set_ylabel(y.label, fontsize=8)
+    for r, xv, yv in pts:
+        ax.plot(xv, yv, style.marker(r), color=style.colour(r), ms=6, mec="black", mew=0.4)
+    grid = np.linspace(min(p[1] for p in pts), max(p[1] for p in pts), 200)
+    ax.plot(grid, fit.predict(grid), "k-", lw=1, alpha=0.7)
+    resid = [yv - float(fit.predict(xv)) for _, xv, yv in pts]
+    order = np.argsort([p[1] for p in pts])
+    ax_res.bar(range(len(pts)), [resid[i] for i in order], color=[style.colour(pts[i][0]) for i in order],
+               edgecolor="black", lw=0.4)
+    ax_res.axhline(0, color="black", lw=0.8)
+    ax_res.set_xticks(range(len(pts)))
+    ax_res.set_xticklabels([pts[i][0].get("label", "") for i in order], rotation=70, ha="right", fontsize=6)
+    ax_res.set_ylabel("residual: accuracy − fit", fontsize=8)
+    ax_res.set_title("per-model residual (ordered by task loss)", fontsize=9)
+    for a in (ax, ax_res):
+        a.grid(alpha=0.3)
+        a.tick_params(labelsize=7)
+    style.legend(ax_res, [p[0] for p in pts], lines=False)
+    png = _save(fig, out_dir, key)
+    data = write_csv(out_dir / "data" / f"{key}.csv", [*ID_COLUMNS, x.key, y.key, "isotonic_fit", "residual"],
+                     [[r.get(c) for c in ID_COLUMNS] + [xv, yv, float(fit.predict(xv)), res]
+                      for (r, xv, yv), res in zip(pts, resid)])
+    return Figure(key, title, caption, png, data)
+
+
+def prepost_figure(pairs: list[tuple[dict, dict]], y_pre: Quantity, y_post: Quantity, out_dir: Path, key: str, *,
+                   title: str, style: Style, x: Quantity, caption: str = "") -> Figure:
+    """Before (filled, solid) and after (open, dashed) post-training against x, per active size."""
+    pts = [(pre, post, xv, a, b) for pre, post in pairs
+           if (xv := x.get(pre)) is not None and (a := y_pre.get(pre)) is not None and (b := y_post.get(post)) is not None]
+    if len(pts) < 1:
+        return skipped(key, title, "no model has both a pre- and a post-training value")
+    fig, ax = _setup(title, x, y_pre.label.replace(", ", " (pre → post), ", 1))
+    groups: dict = defaultdict(list)
+    for p in pts:
+        groups[(num(p[0].get("active_params")), style.variant(p[0]))].append(p)
+    for members in groups.values():
+        members.sort(key=lambda p: p[2])
+        r0 = members[0][0]
+        xs = [p[2] for p in members]
+        ax.plot(xs, [p[3] for p in members], color=style.colour(r0), ls="-", lw=1.2, alpha=0.7)
+        ax.plot(xs, [p[4] for p in members], color=style.colour(r0), ls="--", lw=1.2, alpha=0.7)
+        for pre, _, xv, a, b in members:
+            ax.plot(xv, a, style.marker(pre), color=style.colour(pre), ms=6, mec="black", mew=0.4)
+            ax.plot(xv, b, style.marker(pre), mfc="white", mec=style.colour(pre), ms=6, mew=1.2)
+    ax.plot([], [], "k-", label="pretrained")
+    ax.plot([], [], "k--", label="post-trained")
+    _set_log(ax, x, [p[2] for p in pts])
+    style.legend(ax, [p[0] for p in pts])
+    png = _save(fig, out_dir, key)
+    data = write_csv(out_dir / "data" / f"{key}.csv", [*ID_COLUMNS, x.key, "before", "after"],
+                     [[pre.get(c) for c in ID_COLUMNS] + [xv, a, b] for pre, _, xv, a, b in pts])
+    return Figure(key, title, caption, png, data)
+
+
+def ttc_figure(curves: list[tuple[dict, dict]], out_dir: Path, key: str, *, title: str, style: Style,
+               caption: str = "") -> Figure:
+    """Majority-vote accuracy (solid) and coverage pass@n (dotted) against samples n, one line per model."""
+    usable = [(r, c) for r, c in curves if c.get("n") and c.get("majority")]
+    if not usable:
+        return skipped(key, title, "no test-time-compute curve")
+    fig, ax = _setup(title, None, "accuracy (fraction of questions)")
+    ax.set_xlabel("samples per question n (log scale)")
+    records = []
+    for r, c in usable:
+        n = list(c["n"])
+        ax.plot(n, c["majority"], color=style.colour(r), ls="-", marker=style.marker(r), ms=4, lw=1.1)
+        if c.get("pass_at_k"):
+            ax.plot(n, c["pass_at_k"], color=style.colour(r), ls=":", lw=1.0, alpha=0.8)
+        for i, ni in enumerate(n):
+            records.append([r.get(cn) for cn in ID_COLUMNS] + [c.get("task"), ni, c["majority"][i],
+                            (c.get("pass_at_k") or [None] * len(n))[i], c.get("greedy")])
+    ax.plot([], [], "k-", label="majority vote @n")
+    ax.plot([], [], "k:", label="pass@n (coverage)")
+    ax.set_xscale("log", base=2)
+    style.legend(ax, [r for r, _ in usable])
+    png = _save(fig, out_dir, key)
+    data = write_csv(out_dir / "data" / f"{key}.csv", [*ID_COLUMNS, "task", "n", "majority", "pass_at_k", "greedy"],
+                     records)
+    return Figure(key, title, caption, png, data)

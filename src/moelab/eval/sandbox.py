@@ -9,8 +9,7 @@ What every run gets (any POSIX system)
       on ``sys.path``) in its own session / process group, with a clean environment;
     * a throw-away working directory (``HOME`` and ``TMPDIR`` point into it), deleted afterwards;
     * resource limits: RLIMIT_AS (address space = ``memory_mb``), RLIMIT_CPU (``timeout_s`` + 1 s),
-      RLIMIT_FSIZE (64 MiB per file), RLIMIT_NOFILE, RLIMIT_CORE 0, RLIMIT_NPROC (not enforced by
-      Linux for uid 0);
+      RLIMIT_FSIZE (64 MiB per file), RLIMIT_NOFILE, RLIMIT_CORE 0 (no RLIMIT_NPROC: see ``_set_limits``);
     * a wall-clock limit of ``timeout_s`` (interpreter start-up included) after which the whole
       process group is killed with SIGKILL.
 
@@ -63,8 +62,9 @@ _SETUP_FAILED = 125  # launcher exit code: the sandbox itself could not be set u
 
 
 # ---------------------------------------------------------------- launcher (this file run as a script)
-# Runs as `python -I -S sandbox.py --launch CONFIG REPORT_FD` in the working directory. Only the
-# standard library; no moelab imports (the launcher must start fast and may not see site-packages).
+# Runs as `python -I -S sandbox.py --launch WORKDIR PYTHON MEMORY CPU OS REPORT_FD` in the working
+# directory, then execs `python -I sandbox.py --boot NET FS`, which applies the Python guard (when asked)
+# and runs main.py. Standard library only, no moelab imports: both start once per sandboxed run.
 
 _CLONE_NEWNS, _CLONE_NEWUTS, _CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
 _CLONE_NEWPID, _CLONE_NEWNET = 0x20000000, 0x40000000
@@ -183,7 +183,9 @@ def _set_limits(config: dict) -> None:
     limit("RLIMIT_FSIZE", _FSIZE_BYTES)
     limit("RLIMIT_CORE", 0)
     limit("RLIMIT_NOFILE", 256)
-    limit("RLIMIT_NPROC", 64)
+    # No RLIMIT_NPROC: Linux does not apply it to uid 0, and for other users it counts every task
+    # (threads too) the user already runs, so a fixed value breaks innocent programs. Fork bombs are
+    # contained by the PID namespace and the wall-clock kill instead.
 
 
 def _exit_code(status: int) -> int:
@@ -197,38 +199,43 @@ def _launch(config: dict, report_fd: int) -> None:
     libc = _libc() if root else None
     new_pid_ns = False
     if root:
-        for flag, name in ((_CLONE_NEWNET, "netns"), (_CLONE_NEWNS, "readonly-fs")):
-            try:
-                _check(libc.unshare(flag), f"unshare {name}")
-                if flag == _CLONE_NEWNS:
-                    _readonly_filesystem(libc, config["workdir"])
-                guards.append(name)
-            except OSError:
-                if flag == _CLONE_NEWNS:  # a half-done mount setup must not count: stop here
-                    root = False
-                    break
-    if root:
         try:
-            _check(libc.unshare(_CLONE_NEWPID | _CLONE_NEWIPC | _CLONE_NEWUTS), "unshare pid")
-            new_pid_ns = True
-            guards.append("pidns")
+            _check(libc.unshare(_CLONE_NEWNET), "unshare net")
+            guards.append("netns")
         except OSError:
             pass
-        guards.append("no-caps")  # dropped in the program's process just before exec
-    if "netns" not in guards:
-        guards.append("python-net-guard")
-    if "readonly-fs" not in guards:
-        guards.append("python-fs-guard")
-    os.write(report_fd, ",".join(guards).encode())
-    os.close(report_fd)
+        try:
+            _check(libc.unshare(_CLONE_NEWNS), "unshare mount")
+            _readonly_filesystem(libc, config["workdir"])
+            guards.append("readonly-fs")
+        except OSError:
+            pass  # a half-done mount setup does not count; the Python guard covers files
+        if "readonly-fs" in guards:  # init mounts a fresh /proc: only ever inside our own mount namespace
+            try:
+                _check(libc.unshare(_CLONE_NEWPID | _CLONE_NEWIPC | _CLONE_NEWUTS), "unshare pid")
+                new_pid_ns = True
+                guards.append("pidns")
+            except OSError:
+                pass
     _set_limits(config)
-    argv = [config["python"], "-I", os.path.abspath(__file__), "--boot",
-            "1" if "python-net-guard" in guards else "0", "1" if "python-fs-guard" in guards else "0"]
 
     def exec_program() -> None:
+        """Drop capabilities, report the guards that hold, exec the program (never returns)."""
         try:
+            final = list(guards)
             if root:
-                _drop_capabilities(libc)
+                try:
+                    _drop_capabilities(libc)
+                    final.append("no-caps")
+                except OSError:
+                    if guards:  # with capabilities the program could undo the namespaces: refuse to run
+                        raise
+            net_guard, fs_guard = "netns" not in final, "readonly-fs" not in final
+            final += ["python-net-guard"] * net_guard + ["python-fs-guard"] * fs_guard
+            os.write(report_fd, ",".join(final).encode())
+            os.close(report_fd)
+            argv = [config["python"], "-I", os.path.abspath(__file__), "--boot", str(int(net_guard)),
+                    str(int(fs_guard))]
             os.execv(argv[0], argv)
         except BaseException as err:  # noqa: BLE001 - report any setup failure, never run unprotected
             os.write(2, f"moelab sandbox: setup failed: {err}\n".encode())
@@ -246,6 +253,7 @@ def _launch(config: dict, report_fd: int) -> None:
         program = os.fork()
         if program == 0:
             exec_program()
+        os.close(report_fd)
         code = _SETUP_FAILED
         while True:
             try:
@@ -256,6 +264,7 @@ def _launch(config: dict, report_fd: int) -> None:
                 code = _exit_code(status)
                 break
         os._exit(code)  # the kernel kills whatever is left in the namespace
+    os.close(report_fd)
     _, status = os.waitpid(init, 0)
     os._exit(_exit_code(status))
 
@@ -421,7 +430,7 @@ def _run_in(workdir: str, control: str, *, timeout_s: float, memory_mb: int, iso
             )
             os.close(report_w)
             report_w = -1
-            killed = _wait_unreaped(proc.pid, start + timeout_s)
+            killed = _wait_unreaped(proc, start + timeout_s)
             # Kill the whole group while the launcher is still unreaped (alive or a zombie), so its
             # PID cannot have been reused: on timeout this is the kill; otherwise it removes stragglers
             # that kept the group (possible only without a PID namespace).
@@ -441,9 +450,15 @@ def _run_in(workdir: str, control: str, *, timeout_s: float, memory_mb: int, iso
     return SandboxResult(status == "passed", status, tail, rc, duration, guards)
 
 
-def _wait_unreaped(pid: int, deadline: float) -> bool:
-    """Wait until ``pid`` exits (without reaping it) or ``deadline`` passes; True on the deadline."""
-    while os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+def _wait_unreaped(proc: subprocess.Popen, deadline: float) -> bool:
+    """Wait until ``proc`` exits (without reaping it) or ``deadline`` passes; True on the deadline."""
+    if not hasattr(os, "waitid"):  # e.g. macOS before Python 3.13: reap, accepting a tiny PID-reuse race
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            return False
+        except subprocess.TimeoutExpired:
+            return True
+    while os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
         if time.monotonic() >= deadline:
             return True
         time.sleep(0.005)

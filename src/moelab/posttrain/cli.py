@@ -26,18 +26,24 @@ __all__ = ["add_posttrain_commands", "world_for_model"]
 
 
 def _run_config_near(path: Path, depth: int = 0) -> Path | None:
-    """The pretraining ``config.yaml`` that ``path`` (model, run, checkpoint or GRPO directory) came from."""
+    """The pretraining ``config.yaml`` that ``path`` came from: ``path`` itself (a run directory), its
+    parent (``RUN/model``), its grandparent (``RUN/checkpoints/step-N``), or — for a GRPO output
+    (``grpo_config.yaml`` in one of those places) — the same, from the model the GRPO run started with."""
     from moelab.posttrain.grpo import CONFIG_FILE
 
-    if depth > 4:
+    if depth > 4:  # a chain of GRPO runs; stop at a cycle
         return None
-    for d in (path, path.parent, path.parent.parent, path.parent.parent.parent):
+    candidates = [path, path.parent]
+    if path.parent.name == "checkpoints":
+        candidates.append(path.parent.parent)
+    for d in candidates:
         if (d / "config.yaml").is_file():
             return d / "config.yaml"
-        if (d / CONFIG_FILE).is_file():  # a GRPO output: follow it to the model it started from
+        if (d / CONFIG_FILE).is_file():
             from moelab.config import read_yaml
 
-            start = (read_yaml(d / CONFIG_FILE) or {}).get("model")
+            data = read_yaml(d / CONFIG_FILE)
+            start = data.get("model") if isinstance(data, dict) else None
             return _run_config_near(Path(start), depth + 1) if start else None
     return None
 
@@ -153,7 +159,7 @@ def cmd_ttc(args) -> int:
         raise UserError("ttc: --model, --task and --samples are required (or --recompute FILE)")
     from moelab.eval.tasks import get_task, task_label
     from moelab.modelio import load_model
-    from moelab.posttrain.grpo import _resolve_device
+    from moelab.posttrain.grpo import resolve_device
     from moelab.ttc.sampling import sample_task
 
     task = get_task(args.task, world_for_model(args.model, args.world))  # unknown task: fail before loading
@@ -161,7 +167,7 @@ def cmd_ttc(args) -> int:
         raise UserError(f"--samples must be at least 1, got {args.samples}")
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit must be positive, got {args.limit}")
-    model, tok, _ = load_model(args.model, _resolve_device(args.device))
+    model, tok, _ = load_model(args.model, resolve_device(args.device))
     result = sample_task(model, tok, task, samples=args.samples, split=args.split, limit=args.limit,
                          temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
                          seed=args.seed, shots=args.shots, batch_size=args.batch_size, progress=not args.quiet)

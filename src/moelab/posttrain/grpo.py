@@ -61,7 +61,7 @@ from moelab.data.world import Task, TaskItem
 from moelab.errors import UserError
 from moelab.posttrain.advantages import group_advantages, grpo_loss, zero_variance_share
 
-__all__ = ["GRPOConfig", "grpo", "Rollouts", "rollout", "sequence_logprobs", "load_grpo_config"]
+__all__ = ["GRPOConfig", "grpo", "Rollouts", "rollout", "reward_of", "sequence_logprobs", "load_grpo_config", "resolve_device"]
 
 REFERENCE_DIR = "reference"
 SUMMARY_FILE = "grpo_summary.json"
@@ -221,7 +221,7 @@ def _autocast(device: torch.device, precision: str):
 # ---------------------------------------------------------------- the run
 
 
-def _resolve_device(name: str) -> torch.device:
+def resolve_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -274,10 +274,9 @@ def grpo(
     """
     from moelab.eval.tasks import get_task
     from moelab.modelio import load_model, save_model_dir
-    from moelab.train import checkpoint as ckpt
 
     out_dir = Path(out_dir)
-    device = _resolve_device(cfg.device)
+    device = resolve_device(cfg.device)
     task = task if task is not None else get_task(cfg.task, world)
     for split in (cfg.train_split, cfg.eval_split):
         if not task.splits.get(split):
@@ -311,13 +310,13 @@ def grpo(
     ref.eval().requires_grad_(False)
     policy = copy.deepcopy(ref).float().to(device)
     policy.requires_grad_(True).train()
-    return _Loop(cfg, out_dir, policy, ref, tokenizer, model_cfg, task, device, progress, ckpt).run(
-        max_steps_this_call, save_model_dir)
+    return _Loop(cfg, out_dir, policy, ref, tokenizer, model_cfg, task, device, progress).run(max_steps_this_call)
 
 
 class _Loop:
-    def __init__(self, cfg, out_dir, policy, ref, tokenizer, model_cfg, task, device, progress, ckpt):
+    def __init__(self, cfg, out_dir, policy, ref, tokenizer, model_cfg, task, device, progress):
         from moelab.config import TrainConfig
+        from moelab.train import checkpoint as ckpt
         from moelab.train.optim import build_optimizer
 
         self.cfg, self.out_dir, self.policy, self.ref = cfg, out_dir, policy, ref
@@ -432,7 +431,7 @@ class _Loop:
 
     # -- main ----------------------------------------------------------------------------------
 
-    def run(self, max_steps_this_call: int | None, save_model_dir) -> dict:
+    def run(self, max_steps_this_call: int | None) -> dict:
         from moelab.train.metrics import JsonlLogger
         from moelab.train.trainer import write_status
         from moelab.ui import progress_bar
@@ -469,10 +468,11 @@ class _Loop:
         if self.step < total:
             write_status(self.out_dir, "running", self.step, total, f"stopped after step {self.step}; run again to resume")
             return {"state": "running", "step": self.step, "total_steps": total}
-        return self._finish(save_model_dir)
+        return self._finish()
 
-    def _finish(self, save_model_dir) -> dict:
+    def _finish(self) -> dict:
         from moelab.atomic import atomic_write_json
+        from moelab.modelio import save_model_dir
         from moelab.train.metrics import read_jsonl
         from moelab.train.trainer import write_status
 

@@ -213,7 +213,7 @@ class LocalExecutor(Executor):
             pool = self._pool(min(self.workers, len(todo)))
             futures = {pool.submit(run_job, job): job for job in todo}
             todo = []
-            finished = False
+            finished = progressed = False
             try:
                 pending = set(futures)
                 while pending:
@@ -224,13 +224,16 @@ class LocalExecutor(Executor):
                     for fut in done:
                         job = futures[fut]
                         try:
-                            yield fut.result()
+                            outcome = fut.result()
+                            progressed = True
+                            yield outcome
                         except BrokenProcessPool:
                             # A worker died (killed, out of memory, segfault) and every unfinished future
                             # broke with it. Runs that were executing get one more try, then fail; runs
                             # that had not started go round again in a fresh pool.
                             if _crashed_mid_run(job):
                                 crashes[job.run_id] = crashes.get(job.run_id, 0) + 1
+                                progressed = True
                             if crashes.get(job.run_id, 0) >= 2:
                                 yield {"run_id": job.run_id, "status": "failed", "seconds": 0.0,
                                        "error": "the worker process died twice (killed or out of memory?)"}
@@ -241,6 +244,9 @@ class LocalExecutor(Executor):
                 finished = True
             finally:
                 _stop_pool(pool, graceful=finished)
+            if todo and not progressed:  # workers die before running anything: do not loop forever
+                raise RuntimeError("the local process pool's workers exited before running any run "
+                                   "(see the errors above); no run was started")
 
 
 def _crashed_mid_run(job: Job) -> bool:

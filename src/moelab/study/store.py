@@ -135,6 +135,15 @@ def plan_row(run) -> dict:
 
 _STATUS_COLUMNS = {"message": "error", "step": "step", "total_steps": "total_steps", "updated": "status_updated",
                    "seconds": "run_seconds"}
+# Every runs row has these (None when not applicable), so queries on them work before any run ends.
+_STABLE = {"error": None, "diverged_step": None, "step": None, "total_steps": None, "status_updated": None,
+           "run_seconds": None}
+# Train-summary keys that repeat the plan (or are bookkeeping): left out of the runs table.
+_SUMMARY_SKIP = {"name", "state", "model_dir", "model_name", "d_model", "num_experts", "top_k", "total_params",
+                 "active_params"}
+# Columns that stay text even when every value is missing (all-missing columns are otherwise DOUBLE).
+TEXT_COLUMNS = {"run_id", "name", "status", "reason", "error", "status_updated", "config", "kind", "key", "text",
+                "model_name"}
 
 
 def collect(out: str | Path) -> tuple[list[dict], list[dict], list[dict]]:
@@ -150,7 +159,7 @@ def collect(out: str | Path) -> tuple[list[dict], list[dict], list[dict]]:
         config = planned.pop("config", None)
         rid = planned["run_id"]
         rdir = run_dir(out, rid)
-        row = {"run_id": rid, "status": "infeasible"} | planned
+        row = {"run_id": rid, "status": "infeasible"} | planned | _STABLE
         if planned.get("feasible"):
             status = read_status(rdir)
             row["status"] = run_state(status)
@@ -158,13 +167,15 @@ def collect(out: str | Path) -> tuple[list[dict], list[dict], list[dict]]:
                 if status and src in status:
                     row[dst] = status[src]
             if row["status"] != "failed":
-                row.pop("error", None)
+                row["error"] = None
             if row["status"] == "diverged":
                 row["diverged_step"] = status.get("step")
             summary = _read_json(rdir / "train_summary.json")
             if isinstance(summary, dict):
                 for key, value in flatten(summary).items():
-                    if key in row or key in ("name", "state", "model_dir"):
+                    if key in _SUMMARY_SKIP:
+                        continue
+                    if key in row:
                         key = key if key.startswith("train_") else f"train_{key}"
                     row.setdefault(key, value)
             evaluation = _read_json(rdir / "eval" / "summary.json")
@@ -218,13 +229,13 @@ def _kind(v: Any) -> str:
     return "json"
 
 
-def _column(values: list[Any]):
+def _column(values: list[Any], text: bool = False):
     """One arrow array with a single sensible type for a column of JSON-ish values."""
     import pyarrow as pa
 
     kinds = {_kind(v) for v in values if v is not None}
     if not kinds:
-        return pa.array([None] * len(values), type=pa.string())
+        return pa.array([None] * len(values), type=pa.string() if text else pa.float64())
     if kinds == {"bool"}:
         return pa.array(values, type=pa.bool_())
     if kinds == {"int"} and all(v is None or -2**63 <= v < 2**63 for v in values):
@@ -242,7 +253,7 @@ def _column(values: list[Any]):
 def to_arrow(rows: list[dict], columns: list[str]):
     import pyarrow as pa
 
-    return pa.table({c: _column([r.get(c) for r in rows]) for c in columns})
+    return pa.table({c: _column([r.get(c) for r in rows], c in TEXT_COLUMNS) for c in columns})
 
 
 # ---------------------------------------------------------------- building the store
@@ -276,10 +287,10 @@ def rebuild_store(out: str | Path) -> Path:
                 con.execute(f"CREATE TABLE {name} AS SELECT * FROM _arrow")
                 con.unregister("_arrow")
             con.execute("ALTER TABLE runs ADD PRIMARY KEY (run_id)")
-            # arrow's all-null columns arrive as VARCHAR; these must be numeric even when empty
-            for col, typ in (("step", "BIGINT"),):
-                con.execute(f"ALTER TABLE train_metrics ALTER COLUMN {col} TYPE {typ}")
-            con.execute("ALTER TABLE evaluations ALTER COLUMN value TYPE DOUBLE")
+            # all-missing columns arrive as DOUBLE; these are counts
+            con.execute("ALTER TABLE train_metrics ALTER COLUMN step TYPE BIGINT")
+            for col in ("step", "total_steps", "diverged_step"):
+                con.execute(f"ALTER TABLE runs ALTER COLUMN {col} TYPE BIGINT")
             con.execute("CREATE TABLE study (name VARCHAR, num_runs BIGINT, rebuilt_at VARCHAR)")
             con.execute("INSERT INTO study VALUES (?, ?, ?)",
                         [study_name, len(runs), time.strftime("%Y-%m-%dT%H:%M:%S%z")])

@@ -246,6 +246,8 @@ class _Display:
                 running.append(f"{rid} {step}/{total}")
             elif status.get("state") == "done":
                 running.append(f"{rid} eval")
+        if not self.pending:
+            return "all runs finished"
         done_flops = self.finished_flops + partial
         remaining = sum(self.flops.values()) - done_flops
         elapsed = time.time() - self.t0

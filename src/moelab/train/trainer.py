@@ -1,8 +1,10 @@
 """The training loop: ``train(cfg, run_dir)`` — restartable, bitwise-reproducible on CPU.
 
     from moelab.train.trainer import train
-    summary = train(cfg, "runs/r1")            # resumes when runs/r1 holds checkpoints
-    torchrun --nproc-per-node 2 -m moelab.cli train RUN.yaml   # DDP / FSDP2 via env vars
+    summary = train(cfg, "runs/r1")   # resumes when runs/r1 holds checkpoints
+
+Under ``torchrun`` (``WORLD_SIZE > 1``) the same call trains with DDP or FSDP2
+(``train.distributed``); see ``moelab.train.distributed``.
 
 Run directory: ``config.yaml`` (the effective config), ``tokenizer/``, ``metrics.jsonl``,
 ``status.json``, ``checkpoints/step-N/``, and on completion ``model/`` (a model directory)
@@ -30,7 +32,7 @@ import contextlib
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +120,6 @@ class _Setup:
     val_batches: list[tuple[torch.Tensor, torch.Tensor]]
     total_steps: int
     tokens_per_step: int
-    extra: dict = field(default_factory=dict)
 
 
 def _tokenizer(cfg: RunConfig, run_dir: Path, world, dist: Dist):
@@ -233,13 +234,17 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, max_ste
 
     Returns ``train_summary.json`` once the run is done; when stopped early by
     ``max_steps_this_call`` returns ``{"state": "running", "step", "total_steps"}``.
-    Raises ``Diverged`` (after writing ``status.json``) on a non-finite loss or gradient.
+    Raises ``Diverged`` (after writing ``status.json``) on a non-finite loss or gradient, and
+    again, without training, when called on a run that diverged (delete ``status.json`` to retry).
     """
     run_dir = Path(run_dir)
     saved = check_same_run(cfg, run_dir)
     status = read_status(run_dir)
     if saved is not None and status and status.get("state") == "done" and (run_dir / "train_summary.json").is_file():
         return json.loads((run_dir / "train_summary.json").read_text())
+    if saved is not None and status and status.get("state") == "diverged":
+        # Resuming would replay the same steps into the same blow-up (CPU runs are deterministic).
+        raise Diverged(int(status.get("step", 0)), status.get("last_finite"))
     dist = init_distributed(cfg.train)
     try:
         device = resolve_device(cfg.train.device, dist)
@@ -271,7 +276,6 @@ class _Loop:
             state = ckpt.read_state(latest)
             model.load_state_dict(ckpt.read_model_state(latest, self.device), strict=True)
         self.model = self.dist.wrap(model)  # DDP / FSDP2 / identity
-        self.raw_model = model
         self.optimizer = build_optimizer(model, self.t)
         if state is not None:
             osd = ckpt.read_optim_state(latest)

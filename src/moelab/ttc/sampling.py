@@ -14,7 +14,8 @@ Pipeline (a small sample → extract → vote/score pipeline, like lm-evaluation
    EOS and the task's stop strings. One ``torch.Generator`` seeded with ``seed`` drives all draws, so a
    run is reproducible for a given ``seed`` and ``batch_size``.
 3. Each completion's short answer comes from the evaluation suite's extractor for the task family
-   (:func:`moelab.eval.accuracy.extract_prediction`; ``None`` when nothing could be extracted), and a
+   (:func:`moelab.eval.accuracy.extract_prediction`; ``None`` when nothing — or only an empty line —
+   could be extracted: an invalid answer, which does not vote), and a
    sample is correct when the task's own scorer gives it full credit — the same rule as accuracy.
 4. The greedy baseline is :func:`moelab.eval.accuracy.accuracy` on the same items, so it equals the
    accuracy the evaluation suite reports.
@@ -172,9 +173,9 @@ def sample_task(
                         "extracted": g["extracted"], "score": g["score"], "correct": bool(g["correct"])})
         for s, completion in enumerate(outs):
             score = float(task.score(item, completion))
+            extracted = extract_prediction(task.family, completion, item.gold) or None  # "" is no answer
             records.append({"kind": "sample", **base, "sample": s, "completion": completion,
-                            "extracted": extract_prediction(task.family, completion, item.gold),
-                            "score": score, "correct": score >= 1.0})
+                            "extracted": extracted, "score": score, "correct": score >= 1.0})
     settings = {"task": task.name, "split": split, "samples": samples, "limit": limit, "temperature": temperature,
                 "top_p": top_p, "max_new_tokens": max_new_tokens, "seed": seed, "shots": shots}
     return TTCResult(settings, curves_from_records(records), records)

@@ -1,0 +1,311 @@
+"""A study's result rows, read and normalised for analysis.
+
+    rows = load_study_rows(Path("runs/smoke"))      # the store's ``runs`` table, else results.csv
+    tasks = task_names(rows); fams = families(rows)
+    acc = accuracy_of("reasoning", rows)            # a Quantity: key, axis label, getter
+
+Rows come from ``DIR/study.duckdb`` (table ``runs``; rebuilt with
+:func:`moelab.study.store.rebuild_store` when the database is missing but the directory is a
+sweep directory), else from ``DIR/results.csv``. Planned runs that have no row at all (in
+``plan.json`` but absent from the results) are added with status ``missing``.
+
+Normalisation gives every row the same few columns whatever wrote it: ``status``,
+``train_loss`` / ``val_loss`` (the trainer's ``final_*`` values or the evaluation's
+``pretrain_*`` ones), ``sparsity``, ``density``, ``tpp``, ``posttrain`` ("" for a pretrained
+model) and ``label``. Evaluation keys follow :mod:`moelab.eval.gaps`:
+``<metric>/<task>/<split>`` (the task may contain a slash) and ``<metric>/<task>`` for gaps.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from moelab.errors import UserError
+
+# Statuses a row can have; ``missing`` means planned but absent from the results.
+STATUSES = ("done", "running", "pending", "failed", "diverged", "infeasible", "missing")
+SPLIT_METRICS = ("task_loss", "task_loss_bpb", "task_loss_mean", "accuracy", "exact_match", "acc_norm",
+                 "num_items", "num_truncated")
+GAP_METRICS = ("task_loss_gap", "accuracy_gap")
+# Which split is the headline of a task: held-out items first (what generalises), then any test split.
+HEADLINE_SPLITS = ("heldout", "test", "validation", "val", "train")
+FAMILY_ORDER = ("knowledge", "reasoning")
+
+_ALIASES = {
+    "train_loss": ("train_loss", "final_train_loss", "pretrain_train_loss", "train_final_train_loss"),
+    "val_loss": ("val_loss", "final_val_loss", "pretrain_val_loss", "train_final_val_loss"),
+}
+
+
+# ---------------------------------------------------------------- values
+
+
+def num(v: Any) -> float | None:
+    """A finite float, or None (for None, '', NaN, inf, text and booleans)."""
+    if v is None or isinstance(v, bool):
+        return None
+    if isinstance(v, str):
+        v = v.strip()
+        if not v:
+            return None
+        try:
+            v = float(v)
+        except ValueError:
+            return None
+    if isinstance(v, (int, float)):
+        v = float(v)
+        return v if math.isfinite(v) else None
+    return None
+
+
+def _coerce(v: Any) -> Any:
+    """CSV text → int / float / bool / None where it looks like one."""
+    if not isinstance(v, str):
+        return v
+    s = v.strip()
+    if s == "":
+        return None
+    if s in ("True", "true"):
+        return True
+    if s in ("False", "false"):
+        return False
+    try:
+        return int(s)
+    except ValueError:
+        pass
+    try:
+        return float(s)
+    except ValueError:
+        return v
+
+
+# ---------------------------------------------------------------- loading
+
+
+def read_csv_rows(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return [{k: _coerce(v) for k, v in r.items() if k is not None} for r in csv.DictReader(fh)]
+
+
+def read_store_rows(db: Path) -> list[dict]:
+    import duckdb
+
+    try:
+        con = duckdb.connect(str(db), read_only=True)
+    except duckdb.Error as err:
+        raise UserError(f"{db}: cannot open the results store ({str(err).splitlines()[0]})") from None
+    try:
+        cur = con.execute("SELECT * FROM runs")
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, r)) for r in cur.fetchall()]
+    except duckdb.Error as err:
+        raise UserError(f"{db}: no readable 'runs' table ({str(err).splitlines()[0]})") from None
+    finally:
+        con.close()
+
+
+def load_study_rows(study_dir: str | Path) -> tuple[list[dict], str]:
+    """(normalised rows, where they came from) for a study directory; see the module docstring."""
+    d = Path(study_dir)
+    if not d.is_dir():
+        raise UserError(f"{d}: no such directory")
+    db, csv_path = d / "study.duckdb", d / "results.csv"
+    if not db.is_file() and ((d / "plan.json").is_file() or (d / "study.yaml").is_file()):
+        try:
+            from moelab.study.store import rebuild_store
+        except ImportError:  # an older tree without the store: fall back to results.csv
+            pass
+        else:
+            rebuild_store(d)
+    if db.is_file():
+        rows, source = read_store_rows(db), f"{db.name} (runs table)"
+    elif csv_path.is_file():
+        rows, source = read_csv_rows(csv_path), csv_path.name
+    else:
+        raise UserError(f"{d}: no results (neither study.duckdb nor results.csv)")
+    rows = add_missing_planned(rows, d / "plan.json")
+    return normalise(rows), source
+
+
+def add_missing_planned(rows: list[dict], plan_json: Path) -> list[dict]:
+    """Planned runs absent from ``rows`` become rows with status ``missing``."""
+    try:
+        plan = json.loads(plan_json.read_text())
+    except (OSError, ValueError):
+        return rows
+    planned = plan.get("runs") if isinstance(plan, dict) else None
+    if not isinstance(planned, list):
+        return rows
+    have = {r.get("run_id") for r in rows}
+    extra = []
+    for p in planned:
+        if isinstance(p, dict) and p.get("run_id") not in have:
+            row = {k: v for k, v in p.items() if k != "config"}
+            row["status"] = "missing" if p.get("feasible", True) else "infeasible"
+            extra.append(row)
+    return rows + extra
+
+
+def normalise(rows: list[dict]) -> list[dict]:
+    """Copies of ``rows`` with the common columns of the module docstring filled in."""
+    out = []
+    for raw in rows:
+        r = {k: _coerce(v) for k, v in raw.items()}
+        for key, aliases in _ALIASES.items():
+            r[key] = next((num(r.get(a)) for a in aliases if num(r.get(a)) is not None), None)
+        e, k = num(r.get("num_experts")), num(r.get("top_k"))
+        if e and k:
+            if num(r.get("sparsity")) is None:
+                r["sparsity"] = 1.0 - k / e
+            r["density"] = k / e
+        if num(r.get("tpp")) is None and num(r.get("tokens")) and num(r.get("total_params")):
+            r["tpp"] = r["tokens"] / r["total_params"]
+        status = r.get("status")
+        if not status:
+            has_results = r["train_loss"] is not None or any(_parse(key) for key in r)
+            status = "done" if has_results else ("infeasible" if r.get("feasible") is False else "pending")
+        r["status"] = str(status)
+        r["posttrain"] = str(r.get("posttrain") or "")
+        r["label"] = str(r.get("name") or r.get("run_id") or "?") + (f" +{r['posttrain']}" if r["posttrain"] else "")
+        out.append(r)
+    return out
+
+
+def completed(rows: list[dict], *, posttrain: str = "") -> list[dict]:
+    """Rows with results to plot: status ``done``, pretrained (or the given post-training)."""
+    return [r for r in rows if r["status"] == "done" and r.get("posttrain", "") == posttrain]
+
+
+# ---------------------------------------------------------------- evaluation keys
+
+
+def _parse(key: str) -> tuple[str, str, str | None] | None:
+    """``metric/task/split`` → (metric, task, split); ``gap/task`` → (gap, task, None); else None."""
+    if not isinstance(key, str):
+        return None
+    key = key.removeprefix("eval/")  # the store prefixes evaluation keys that clash with a plan column
+    parts = key.split("/")
+    if parts[0] in SPLIT_METRICS and len(parts) >= 3:
+        return parts[0], "/".join(parts[1:-1]), parts[-1]
+    if parts[0] in GAP_METRICS and len(parts) >= 2:
+        return parts[0], "/".join(parts[1:]), None
+    return None
+
+
+def eval_value(row: dict, metric: str, task: str, split: str | None = None) -> float | None:
+    key = f"{metric}/{task}" + (f"/{split}" if split else "")
+    v = row.get(key)
+    if v is None:
+        v = row.get(f"eval/{key}")
+    return num(v)
+
+
+def task_names(rows: list[dict]) -> list[str]:
+    """Every task with a task loss or accuracy in some row: known families first, then by name."""
+    seen = {p[1] for r in rows for key in r if (p := _parse(key)) and p[0] in ("task_loss", "accuracy")}
+    return sorted(seen, key=_task_order)
+
+
+def _task_order(task: str) -> tuple:
+    top = task.split("/")[0]
+    return (FAMILY_ORDER.index(top) if top in FAMILY_ORDER else len(FAMILY_ORDER), top, task.count("/"), task)
+
+
+def families(rows: list[dict]) -> list[str]:
+    """The tasks the report treats as families: every task whose parent task is absent
+    (``reasoning/chain_sum`` is a sub-task when ``reasoning`` is there)."""
+    tasks = task_names(rows)
+    present = set(tasks)
+
+    def has_parent(t: str) -> bool:
+        parts = t.split("/")
+        return any("/".join(parts[:i]) in present for i in range(1, len(parts)))
+
+    return [t for t in tasks if not has_parent(t)]
+
+
+def splits_of(rows: list[dict], task: str) -> list[str]:
+    found = {p[2] for r in rows for key in r if (p := _parse(key)) and p[1] == task and p[2]}
+    return sorted(found, key=lambda s: (HEADLINE_SPLITS.index(s) if s in HEADLINE_SPLITS else 99, s))
+
+
+def headline_split(rows: list[dict], task: str) -> str | None:
+    splits = splits_of(rows, task)
+    return splits[0] if splits else None
+
+
+# ---------------------------------------------------------------- quantities
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """One plotted quantity: its CSV column, axis label (with unit), getter and direction."""
+
+    key: str
+    label: str
+    get: Callable[[dict], float | None]
+    log: bool = False
+    higher_is_better: bool | None = None
+
+    def values(self, rows: list[dict]) -> list[float | None]:
+        return [self.get(r) for r in rows]
+
+
+def column(key: str, label: str, *, log: bool = False, higher_is_better: bool | None = None) -> Quantity:
+    return Quantity(key, label, lambda r, k=key: num(r.get(k)), log, higher_is_better)
+
+
+TOTAL = column("total_params", "total parameters", log=True)
+ACTIVE = column("active_params", "active parameters", log=True)
+TPP = column("tpp", "tokens per parameter (TPP)", log=True)
+SPARSITY = column("sparsity", "sparsity (1 − k/E)")
+DENSITY = column("density", "density (k/E)", log=True)
+FLOPS = column("train_flops", "training FLOPs", log=True)
+LR = column("lr", "peak learning rate", log=True)
+INIT_STD = column("init_std", "init std", log=True)
+TRAIN_LOSS = column("train_loss", "train loss (nats/token)", higher_is_better=False)
+VAL_LOSS = column("val_loss", "validation loss (nats/token)", higher_is_better=False)
+
+
+def pretrain_gap() -> Quantity:
+    def get(r):
+        t, v = num(r.get("train_loss")), num(r.get("val_loss"))
+        return None if t is None or v is None else v - t
+    return Quantity("pretrain_gap", "validation − train loss (nats/token)", get, higher_is_better=False)
+
+
+def task_loss_of(task: str, rows: list[dict], split: str | None = None) -> Quantity:
+    split = split or headline_split(rows, task)
+    return Quantity(f"task_loss/{task}/{split}", f"{task} task loss, {split} (bits/token)",
+                    lambda r: eval_value(r, "task_loss", task, split), higher_is_better=False)
+
+
+def accuracy_of(task: str, rows: list[dict], split: str | None = None) -> Quantity:
+    split = split or headline_split(rows, task)
+    return Quantity(f"accuracy/{task}/{split}", f"{task} accuracy, {split} (fraction correct)",
+                    lambda r: eval_value(r, "accuracy", task, split), higher_is_better=True)
+
+
+def task_gap_of(task: str) -> Quantity:
+    def get(r):
+        g = eval_value(r, "task_loss_gap", task)
+        if g is None:
+            h, t = eval_value(r, "task_loss", task, "heldout"), eval_value(r, "task_loss", task, "train")
+            g = None if h is None or t is None else h - t
+        return g
+    return Quantity(f"task_loss_gap/{task}", f"{task} task-loss gap, held-out − train (bits/token)", get,
+                    higher_is_better=False)
+
+
+def accuracy_gap_of(task: str) -> Quantity:
+    return Quantity(f"accuracy_gap/{task}", f"{task} accuracy gap, train − held-out",
+                    lambda r: eval_value(r, "accuracy_gap", task), higher_is_better=False)
+
+
+def distinct(rows: list[dict], key: str) -> list:
+    return sorted({r[key] for r in rows if r.get(key) is not None}, key=lambda v: (str(type(v)), v))

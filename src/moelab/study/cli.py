@@ -1,0 +1,163 @@
+"""Study commands for the `moelab` CLI: ``sweep``, ``query``, ``status`` (and ``plan --no-probe``).
+
+    moelab sweep STUDY.yaml|PRESET --out DIR [--executor local|ray] [--workers N] [--retry-failed] [--address ADDR]
+    moelab query DIR "SELECT run_id, status, final_val_loss FROM runs" [--json] [--rebuild]
+    moelab status DIR [--json]
+
+Wiring (in ``moelab/cli.py``'s ``build_parser``)::
+
+    from moelab.study.cli import add_study_commands, extend_plan_command
+    extend_plan_command(plan_parser)   # --no-probe, and the estimated wall time per run
+    add_study_commands(sub)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_sweep(args) -> int:
+    from moelab.config import load_study_config
+    from moelab.study.sweep import sweep
+
+    study = load_study_config(args.study)
+    result = sweep(study, Path(args.out), executor=args.executor, workers=args.workers,
+                   retry_failed=args.retry_failed, address=args.address, progress=not args.quiet)
+    if args.json:
+        _print_json(result.to_dict())
+    return 0 if not result.failed else 1
+
+
+def cmd_query(args) -> int:
+    from moelab.study.store import jsonable, query
+
+    columns, rows = query(Path(args.dir), args.sql, rebuild=args.rebuild)
+    if args.json:
+        _print_json([{c: jsonable(v) for c, v in zip(columns, row)} for row in rows])
+        return 0
+    from rich.table import Table
+
+    from moelab.ui import stdout
+
+    table = Table(title=f"{len(rows)} row{'s' if len(rows) != 1 else ''}")
+    for c in columns:
+        table.add_column(c, overflow="fold")
+    for row in rows:
+        table.add_row(*(_cell(v) for v in row))
+    stdout.print(table)
+    return 0
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_cell(v) for v in value) + "]"
+    return str(value)
+
+
+_STATE_STYLE = {"done": "green", "running": "cyan", "pending": "white", "failed": "red", "diverged": "yellow",
+                "infeasible": "dim"}
+
+
+def cmd_status(args) -> int:
+    from moelab.study.lock import lock_holder
+    from moelab.study.sweep import sweep_status
+
+    out = Path(args.dir)
+    rows = sweep_status(out)
+    holder = lock_holder(out)
+    if args.json:
+        _print_json({"sweep_pid": holder, "runs": rows})
+        return 0
+    from collections import Counter
+
+    from rich.table import Table
+
+    from moelab.ui import stdout
+
+    counts = Counter(r["state"] for r in rows)
+    title = ", ".join(f"{n} {s}" for s, n in counts.most_common())
+    title += f" — sweep running (pid {holder})" if holder else ""
+    table = Table(title=title)
+    for col in ("run_id", "name", "state", "step", "message"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        style = _STATE_STYLE.get(r["state"], "white")
+        step = f"{r['step'] or 0}/{r['total_steps']}" if r["state"] not in ("infeasible", "pending") else "-"
+        table.add_row(r["run_id"], r["name"] or "-", f"[{style}]{r['state']}[/{style}]", step, r["message"] or "")
+    stdout.print(table)
+    return 0
+
+
+def cmd_plan(args) -> int:
+    """`moelab plan` with an estimated wall time per run from the throughput probe."""
+    from moelab.config import load_study_config
+    from moelab.study.plan import plan
+    from moelab.study.probe import estimate_plan
+
+    study = load_study_config(args.study)
+    runs = plan(study)
+    fps = estimate_plan(study, runs, probe=not getattr(args, "no_probe", False))
+    if args.json:
+        rows = []
+        for r in runs:
+            row = r.row()
+            if getattr(r, "est_seconds", None) is not None:
+                row["est_seconds"] = r.est_seconds
+            rows.append(row)
+        _print_json(rows)
+    else:
+        from moelab.ui import console, print_plan
+
+        print_plan(runs)
+        if fps:
+            console.print(f"estimated times from a measured {fps / 1e9:.3g} GFLOP/s "
+                          f"({study.base.train.device}, {study.base.train.precision}); training only")
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+
+
+def extend_plan_command(plan_parser) -> None:
+    """Give the existing ``plan`` subcommand ``--no-probe`` and the estimated wall time."""
+    plan_parser.add_argument("--no-probe", action="store_true",
+                             help="skip the throughput probe (no estimated wall time)")
+    plan_parser.set_defaults(func=cmd_plan)
+
+
+def add_study_commands(subparsers) -> None:
+    s = subparsers.add_parser("sweep", help="train and evaluate every run of a study (restartable)")
+    s.add_argument("study", help="STUDY.yaml or a bundled preset name")
+    s.add_argument("--out", required=True, help="sweep directory (re-running resumes it)")
+    s.add_argument("--executor", default="local", choices=("local", "ray"))
+    s.add_argument("--workers", type=int, help="concurrent runs (default: one per GPU, or cores // 4 on CPU)")
+    s.add_argument("--retry-failed", action="store_true", help="run again the runs that failed")
+    s.add_argument("--address", help="ray executor: address of an existing Ray cluster")
+    s.add_argument("--quiet", action="store_true")
+    s.add_argument("--json", action="store_true", help="print the sweep's outcome as JSON")
+    s.set_defaults(func=cmd_sweep)
+
+    s = subparsers.add_parser("query", help="run SQL on a sweep's results store (tables: runs, train_metrics, "
+                                            "evaluations, study)")
+    s.add_argument("dir", help="sweep directory (or a study.duckdb file)")
+    s.add_argument("sql")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--rebuild", action="store_true", help="rebuild the store from the per-run files first")
+    s.set_defaults(func=cmd_query)
+
+    s = subparsers.add_parser("status", help="the state of every run of a sweep directory")
+    s.add_argument("dir")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_status)
