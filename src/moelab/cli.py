@@ -184,12 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_demo)
 
-    try:
-        from moelab.eval.cli import add_eval_commands
-    except ImportError:
-        pass
-    else:
-        add_eval_commands(sub)
+    from moelab.analysis.cli import add_analysis_commands
+    from moelab.eval.cli import add_eval_commands
+    from moelab.posttrain.cli import add_posttrain_commands
+    from moelab.study.cli import add_study_commands
+
+    for add in (add_eval_commands, add_posttrain_commands, add_study_commands, add_analysis_commands):
+        add(sub)
     return p
 
 

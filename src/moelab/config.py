@@ -126,7 +126,7 @@ class TrainConfig(_Strict):
     grad_clip: float = Field(1.0, ge=0)
     aux_loss_coef: float = Field(1e-2, ge=0)
     z_loss_coef: float = Field(1e-3, ge=0)
-    precision: Literal["fp32", "bf16"] = "bf16"
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU")
     device: str = "auto"
     eval_every: int = Field(50, gt=0)
     eval_batches: int = Field(4, gt=0)
