@@ -184,12 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_demo)
 
-    from moelab.analysis.cli import add_analysis_commands
-    from moelab.eval.cli import add_eval_commands
-    from moelab.posttrain.cli import add_posttrain_commands
-    from moelab.study.cli import add_study_commands
+    import importlib
 
-    for add in (add_eval_commands, add_posttrain_commands, add_study_commands, add_analysis_commands):
+    for module, name in (("moelab.eval.cli", "add_eval_commands"), ("moelab.posttrain.cli", "add_posttrain_commands"),
+                         ("moelab.study.cli", "add_study_commands"), ("moelab.analysis.cli", "add_analysis_commands")):
+        try:
+            add = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):  # TEMP while modules land
+            continue
         add(sub)
     return p
 
@@ -204,6 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("moelab: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `moelab … | head`: the reader left; not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -36,7 +36,6 @@ def evaluate_run(run_dir: Path, cfg, *, progress: bool = True) -> dict:
 
 
 def run_demo(preset: str, out: Path, *, progress: bool = True) -> dict:
-    from moelab.analysis.report import write_demo_report
     from moelab.atomic import atomic_write_text as write_text_atomic
     from moelab.study.results import rows_to_csv
     from moelab.train.trainer import train
@@ -61,7 +60,9 @@ def run_demo(preset: str, out: Path, *, progress: bool = True) -> dict:
                       f"{run.steps} steps, {run.tokens:,} tokens, TPP {run.tpp:.2g})")
         run_dir = out / "runs" / run.run_id
         summary = train(run.config, run_dir, progress=progress)
-        evaluation = evaluate_run(run_dir, run.config, progress=progress)
+        console.print("  evaluating (task loss and greedy accuracy, train and held-out splits)…")
+        evaluation = evaluate_run(run_dir, run.config, progress=False)
+        console.print("  " + _headline(summary, evaluation))
         rows.append(run.row() | {"status": "done"} | _flat_train(summary) | evaluation)
     for run in runs:
         if not run.feasible:
@@ -69,9 +70,21 @@ def run_demo(preset: str, out: Path, *, progress: bool = True) -> dict:
 
     results_csv = out / "results.csv"
     write_text_atomic(results_csv, rows_to_csv(rows))
+    from moelab.analysis.report import write_demo_report
+
     report_html = write_demo_report(rows, out / "report.html", title=f"moelab demo — study '{study.name}'")
     console.print(f"demo finished in {time.time() - started:.0f} s")
     return {"results_csv": str(results_csv), "report_html": str(report_html), "rows": rows}
+
+
+def _headline(summary: dict, evaluation: dict) -> str:
+    parts = [f"val loss {summary.get('val_loss', float('nan')):.3f}"]
+    for family in ("knowledge", "reasoning"):
+        acc = evaluation.get(f"accuracy/{family}/heldout")
+        loss = evaluation.get(f"task_loss/{family}/heldout")
+        if acc is not None:
+            parts.append(f"{family}: acc {acc:.1%}, task loss {loss:.2f} bits/token")
+    return " | ".join(parts)
 
 
 def _flat_train(summary: dict) -> dict:

@@ -50,10 +50,10 @@ def _metric_keys(out, rid):
     return [(r["step"], r["kind"]) for r in recs]
 
 
-def test_sweep_end_to_end_with_a_failing_run_and_retry(tmp_path):
-    study = tiny_study()
+def test_sweep_end_to_end_with_failing_and_diverging_runs_and_retry(tmp_path):
+    study = tiny_study(lr=[3e-3, 1e9])  # lr 1e9 diverges at step 2
     out = tmp_path / "sweep"
-    good, bad = _ids(study)
+    good, div1, bad, div4 = _ids(study)  # E1 lr3e-3, E1 lr1e9, E4 lr3e-3, E4 lr1e9
     # Make one run fail at run time: its directory holds a different run's config, which the
     # trainer refuses (a failure the worker process meets, not something the planner can see).
     bad_dir = store.run_dir(out, bad)
@@ -62,25 +62,28 @@ def test_sweep_end_to_end_with_a_failing_run_and_retry(tmp_path):
     (bad_dir / "config.yaml").write_text(dump_yaml(other))
 
     result = sweep(study, out, progress=False)
-    assert result.done == [good] and result.failed == [bad] and sorted(result.executed) == sorted([bad, good])
+    assert result.done == [good] and result.failed == [bad] and sorted(result.diverged) == sorted([div1, div4])
+    assert sorted(result.executed) == sorted([good, div1, bad, div4])
     status = store.read_status(bad_dir)
     assert status["state"] == "failed" and "holds a different run" in status["message"]
     assert "\n" not in status["message"] and "Traceback" in (bad_dir / "error.txt").read_text()
     assert (store.run_dir(out, good) / "eval" / "summary.json").is_file()
+    assert store.read_status(store.run_dir(out, div1))["step"] == 2
 
-    cols, rows = store.query(out, "SELECT run_id, status, error, final_train_loss FROM runs ORDER BY run_id")
+    cols, rows = store.query(out, "SELECT run_id, status, error, final_train_loss, diverged_step FROM runs")
     by_id = {r[0]: r for r in rows}
-    assert len(rows) == 2 and by_id[good][1] == "done" and by_id[good][3] > 0
+    assert len(rows) == 4 and by_id[good][1] == "done" and by_id[good][3] > 0
     assert by_id[bad][1] == "failed" and "holds a different run" in by_id[bad][2]
+    assert by_id[div1][1] == "diverged" and by_id[div1][4] == 2
     _, [(n_eval,)] = store.query(out, f"SELECT count(*) FROM evaluations WHERE run_id = '{good}'")
     assert n_eval > 0
     assert yaml.safe_load((out / "study.yaml").read_text())["name"] == "tiny"
-    assert len(json.loads((out / "plan.json").read_text())["runs"]) == 2
+    assert len(json.loads((out / "plan.json").read_text())["runs"]) == 4
 
-    # Re-running skips the done run and, without --retry-failed, the failed one.
+    # Re-running skips the done and diverged runs and, without --retry-failed, the failed one.
     mtime = (store.run_dir(out, good) / "train_summary.json").stat().st_mtime_ns
     again = sweep(study, out, progress=False)
-    assert again.executed == [] and sorted(again.skipped) == sorted([good, bad]) and again.failed == [bad]
+    assert again.executed == [] and len(again.skipped) == 4 and again.failed == [bad]
 
     # Fix the cause; --retry-failed re-runs only the failed run.
     (bad_dir / "config.yaml").unlink()
@@ -88,8 +91,8 @@ def test_sweep_end_to_end_with_a_failing_run_and_retry(tmp_path):
     assert retried.executed == [bad] and sorted(retried.done) == sorted([good, bad]) and retried.ok
     assert (store.run_dir(out, good) / "train_summary.json").stat().st_mtime_ns == mtime
     assert not (bad_dir / "error.txt").exists()
-    _, rows = store.query(out, "SELECT status, count(*) FROM runs GROUP BY status")
-    assert rows == [("done", 2)]
+    _, rows = store.query(out, "SELECT status, count(*) FROM runs GROUP BY status ORDER BY status")
+    assert rows == [("diverged", 2), ("done", 2)]
 
     # The directory belongs to this study now.
     with pytest.raises(UserError, match="holds a different study"):

@@ -14,7 +14,7 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import matplotlib
 
@@ -90,16 +90,17 @@ class Style:
         return ", ".join(f"{names[a]}={fmt_si(v) if a == 'budget' else f'{v:g}'}"
                          for a, v in zip(self.axes, variant) if v is not None)
 
-    def legend(self, ax, rows: list[dict], *, lines: bool = True) -> None:
+    def legend(self, ax, rows: list[dict], *, lines: bool = True, variants: bool = True) -> None:
         """Legend outside the axes, listing only the sizes, k and variants present in ``rows``."""
         actives = sorted({a for r in rows if (a := num(r.get("active_params")))})
         ks = sorted({int(k) for r in rows if (k := num(r.get("top_k")))})
+        show_variants = variants
         variants = sorted({self.variant(r) for r in rows}, key=lambda v: tuple((x is None, x) for x in v))
         for a in actives:
             ax.plot([], [], "-" if lines else "o", color=self.colours.get(a, "grey"), label=f"A{human_count(a)}")
         for k in ks:
             ax.plot([], [], self.markers.get(k, "o"), color="grey", ls="none", label=f"k={k}")
-        if lines and len(variants) > 1:
+        if lines and show_variants and len(variants) > 1:
             for v in variants:
                 ax.plot([], [], color="black", ls=self.linestyles.get(v, "-"), label=self.variant_label(v))
         handles, _ = ax.get_legend_handles_labels()
@@ -158,42 +159,74 @@ def skipped(key: str, title: str, why: str) -> Figure:
 
 def _set_log(ax, x: Quantity, xs: list[float]) -> None:
     if x.log and xs and min(xs) > 0 and max(xs) / min(xs) > 1.0001:
-        ax.set_xscale("log")
+        log_x(ax)
+
+
+def log_x(ax, base: float = 10) -> None:
+    """Log-scaled x with plain labels (6.4M, 0.5, 20): readable, and much cheaper to draw than
+    matplotlib's mathtext powers of ten. Ticks at 1-2-5 steps so even a narrow range is labelled."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log", base=base)
+    if base == 10:
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=8))
+    else:
+        ax.xaxis.set_major_locator(LogLocator(base=base, numticks=12))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _tick(v)))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _tick(v: float) -> str:
+    if v >= 1000:
+        return fmt_si(v)
+    return f"{v:.3g}"
 
 
 # ---------------------------------------------------------------- figures
 
 
 def series_figure(rows: list[dict], x: Quantity, y: Quantity, out_dir: Path, key: str, *, title: str,
-                  style: Style, caption: str = "", min_points: int = 2) -> Figure:
-    """y against x, one line per active size and variant (points sorted by x)."""
+                  style: Style, caption: str = "", min_points: int = 2,
+                  line_key: Callable[[dict], tuple] | None = None,
+                  end_label: Callable[[dict], str] | None = None) -> Figure:
+    """y against x, one line per active size and variant (points sorted by x).
+
+    ``line_key`` groups points into lines differently (e.g. one line per architecture when x is the
+    learning rate); such lines are drawn solid and labelled at their end with ``end_label``.
+    """
     pts = _points(rows, x, y)
     if len(pts) < min_points:
         return skipped(key, title, f"needs at least {min_points} models with both {x.key} and {y.key} "
                                    f"(the study has {len(pts)})")
     fig, ax = _setup(title, x, y.label)
+    key_of = line_key or (lambda r: (num(r.get("active_params")), *style.variant(r)))
     lines: dict = defaultdict(list)
     for r, xv, yv in pts:
-        lines[(num(r.get("active_params")), style.variant(r))].append((r, xv, yv))
-    for _, members in sorted(lines.items(), key=lambda kv: tuple((v is None, v) for v in _flat(kv[0]))):
+        lines[key_of(r)].append((r, xv, yv))
+    for _, members in sorted(lines.items(), key=lambda kv: sort_key(kv[0])):
         members.sort(key=lambda t: t[1])
         r0 = members[0][0]
         if len(members) > 1:
             ax.plot([m[1] for m in members], [m[2] for m in members], color=style.colour(r0),
-                    ls=style.linestyle(r0), lw=1.2, alpha=0.7)
+                    ls="-" if line_key else style.linestyle(r0), lw=1.2, alpha=0.7)
         for r, xv, yv in members:
             ax.plot(xv, yv, style.marker(r), color=style.colour(r), ms=6, mec="black", mew=0.4)
+        if end_label is not None:
+            r, xv, yv = members[-1]
+            ax.annotate(end_label(r), (xv, yv), xytext=(4, 0), textcoords="offset points", fontsize=6,
+                        va="center", color=style.colour(r))
     _set_log(ax, x, [p[1] for p in pts])
-    style.legend(ax, [p[0] for p in pts])
+    style.legend(ax, [p[0] for p in pts], variants=line_key is None)
     png = _save(fig, out_dir, key)
     data = write_csv(out_dir / "data" / f"{key}.csv", [*ID_COLUMNS, x.key, y.key],
                      [[r.get(c) for c in ID_COLUMNS] + [xv, yv] for r, xv, yv in pts])
     return Figure(key, title, caption, png, data)
 
 
-def _flat(key) -> tuple:
-    a, variant = key
-    return (a, *variant)
+def sort_key(key) -> tuple:
+    """Sort tuples holding numbers, text and None (None last)."""
+    key = key if isinstance(key, tuple) else (key,)
+    return tuple((v is None, str(type(v)), v if v is not None else 0) for v in key)
 
 
 def optimum_figure(rows: list[dict], y: Quantity, out_dir: Path, key: str, *, title: str, style: Style,
@@ -217,7 +250,7 @@ def optimum_figure(rows: list[dict], y: Quantity, out_dir: Path, key: str, *, ti
                    label=f"fitted {'max' if maximize else 'min'}: TPP {10 ** opt.x:.3g}"
                          + ("" if opt.interior else " (range edge)"))
         records += [[None] * len(ID_COLUMNS) + [10 ** g, float(opt.fit.predict(g)), "fit"] for g in grid]
-    ax.set_xscale("log")
+    log_x(ax)
     style.legend(ax, [p[0] for p in pts], lines=False)
     png = _save(fig, out_dir, key)
     data = write_csv(out_dir / "data" / f"{key}.csv", [*ID_COLUMNS, "tpp", y.key, "series"], records)
@@ -308,7 +341,7 @@ def ttc_figure(curves: list[tuple[dict, dict]], out_dir: Path, key: str, *, titl
                             (c.get("pass_at_k") or [None] * len(n))[i], c.get("greedy")])
     ax.plot([], [], "k-", label="majority vote @n")
     ax.plot([], [], "k:", label="pass@n (coverage)")
-    ax.set_xscale("log", base=2)
+    log_x(ax, base=2)
     style.legend(ax, [r for r, _ in usable])
     png = _save(fig, out_dir, key)
     data = write_csv(out_dir / "data" / f"{key}.csv", [*ID_COLUMNS, "task", "n", "majority", "pass_at_k", "greedy"],

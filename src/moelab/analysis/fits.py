@@ -140,25 +140,42 @@ def bootstrap_optimum(x, y, *, maximize: bool, n_boot: int = 1000, level: float 
     if fit is None:
         return None
     x_opt, interior = fit.optimum(maximize=maximize)
-    rng = np.random.default_rng(seed)
-    locs, inside = [], 0
-    for _ in range(n_boot):
-        idx = rng.integers(0, x.size, x.size)
-        if np.unique(x[idx]).size < 3:
-            continue
-        a, b, c = np.polyfit(x[idx], y[idx], 2)
-        # the optimum is sought on the study's measured range: the resample may span less of it
-        loc, inner = optimum_location((a, b, c), fit.lo, fit.hi, maximize=maximize)
-        locs.append(loc)
-        inside += inner
-    boot = np.asarray(locs)
+    boot, inner = _bootstrap_locations(x, y, fit.lo, fit.hi, maximize=maximize, n_boot=n_boot, seed=seed)
     if boot.size:
         tail = (1 - level) / 2 * 100
         lo, hi = (float(v) for v in np.percentile(boot, [tail, 100 - tail]))
     else:
         lo = hi = None
     return Optimum(x_opt, interior, fit, lo, hi, level, int(x.size), int(boot.size),
-                   inside / boot.size if boot.size else 0.0, boot)
+                   float(inner.mean()) if boot.size else 0.0, boot)
+
+
+def _bootstrap_locations(x: np.ndarray, y: np.ndarray, lo: float, hi: float, *, maximize: bool, n_boot: int,
+                         seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Optimum locations (and interior flags) of quadratic refits on ``n_boot`` resamples of the points.
+
+    All refits at once: a resample is a vector of counts per point (multinomial), so its normal
+    equations are count-weighted sums of per-point terms, solved as one batch. x is standardised
+    first for conditioning; resamples with fewer than 3 distinct x cannot determine a quadratic
+    and are dropped.
+    """
+    n = x.size
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)  # [B, n]
+    _, group = np.unique(x, return_inverse=True)
+    distinct = (np.stack([counts[:, group == g].sum(1) for g in range(group.max() + 1)], 1) > 0).sum(1)
+    counts = counts[distinct >= 3]
+    if not counts.size:
+        return np.empty(0), np.empty(0, bool)
+    m, s = x.mean(), x.std() or 1.0
+    u = (x - m) / s
+    basis = np.stack([u * u, u, np.ones_like(u)], 1)  # [n, 3]
+    xtx = np.einsum("bn,ni,nj->bij", counts, basis, basis)
+    xty = np.einsum("bn,ni,n->bi", counts, basis, y)
+    coef = np.linalg.solve(xtx, xty[..., None])[..., 0]  # [B, 3] in u
+    ulo, uhi = (lo - m) / s, (hi - m) / s
+    locs, inner = zip(*(optimum_location(c, ulo, uhi, maximize=maximize) for c in coef))
+    return m + s * np.asarray(locs), np.asarray(inner, bool)
 
 
 # ---------------------------------------------------------------- small statistics

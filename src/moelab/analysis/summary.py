@@ -187,7 +187,8 @@ def summarize(rows: list[dict], families: list[str], optima: dict, *, prepost: d
                 out.append(gap_trend(done, axis, task_gap_of(fam), what=f"the {fam} task-loss generalization gap",
                                      xname=name))
         if prepost and prepost.get("pairs"):
-            out.append(prepost_statement(prepost["pairs"], acc, prepost["post"](fam), what=f"{fam} accuracy"))
+            out.append(prepost_statement(prepost["pairs"], prepost["pre"](fam), prepost["post"](fam),
+                                          what=f"{fam} accuracy"))
     for task, curves in (ttc or {}).items():
         out.append(ttc_statement(curves, task=task))
     return out

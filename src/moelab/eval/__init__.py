@@ -13,23 +13,20 @@ The function ``accuracy`` is not re-exported here: it would shadow the ``moelab.
 module attribute (``import moelab.eval.accuracy as m`` would then give the function).
 """
 
-from moelab.eval.accuracy import AccuracyResult, score_multiple_choice
-from moelab.eval.gaps import assemble_levels, evaluate_model, generalization_gap
-from moelab.eval.taskfile import load_task_file
-from moelab.eval.taskloss import TaskLossResult, task_loss
-from moelab.eval.tasks import get_task, list_tasks, task_from_file, task_label
+import importlib
 
-__all__ = [
-    "AccuracyResult",
-    "TaskLossResult",
-    "assemble_levels",
-    "evaluate_model",
-    "generalization_gap",
-    "get_task",
-    "list_tasks",
-    "load_task_file",
-    "score_multiple_choice",
-    "task_from_file",
-    "task_label",
-    "task_loss",
-]
+# Lazy re-exports (PEP 562): `moelab eval …` and the CLI parser import this package, and the
+# heavy modules (torch, transformers) should load only when a command actually needs them.
+_EXPORTS = {
+    "AccuracyResult": "accuracy", "score_multiple_choice": "accuracy",
+    "assemble_levels": "gaps", "evaluate_model": "gaps", "generalization_gap": "gaps",
+    "load_task_file": "taskfile", "TaskLossResult": "taskloss", "task_loss": "taskloss",
+    "get_task": "tasks", "list_tasks": "tasks", "task_from_file": "tasks", "task_label": "tasks",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"moelab.eval.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'moelab.eval' has no attribute {name!r}")

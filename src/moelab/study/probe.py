@@ -63,7 +63,7 @@ def resolve_device(device: str) -> str:
 
 
 def measure_flops_per_second(device: str = "cpu", seconds: float = 3.0, *, precision: str = "bf16",
-                             min_steps: int = 3) -> float:
+                             min_steps: int = 3, warmup_steps: int = 3) -> float:
     """Train the probe model on random tokens for about ``seconds``; return 6·N_active·tokens/s."""
     import torch
     import torch.nn.functional as F
@@ -100,7 +100,10 @@ def measure_flops_per_second(device: str = "cpu", seconds: float = 3.0, *, preci
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
 
-    step()  # warm-up: allocations, kernel selection
+    # Warm-up: allocations and kernel selection (oneDNN JIT-compiles CPU kernels per shape; the
+    # first few steps can be 100x slower than the rest, even for a tiny model).
+    for _ in range(warmup_steps):
+        step()
     sync()
     steps, t0 = 0, time.perf_counter()
     while steps < min_steps or time.perf_counter() - t0 < seconds:

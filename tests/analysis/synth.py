@@ -1,0 +1,84 @@
+"""Synthetic study rows with known shapes, for the analysis tests.
+
+Knowledge accuracy rises with total parameters; reasoning accuracy is a parabola in log10 TPP with
+its maximum at ``REASONING_OPT_LOG_TPP``; task losses mirror the accuracies; the generalization gap
+grows with total parameters. Small deterministic noise keeps the fits honest.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+VOCAB, LAYERS = 1024, 2
+REASONING_OPT_LOG_TPP = 0.1
+
+
+def params(d: int, e: int, k: int) -> tuple[int, int]:
+    f = 2 * d
+    emb = 2 * VOCAB * d
+    return emb + LAYERS * (4 * d * d + 3 * e * d * f), emb + LAYERS * (4 * d * d + 3 * k * d * f)
+
+
+def make_rows(*, budgets=(1e12, 4e12), d_models=(64,), experts=(1, 2, 4, 8, 16, 32), top_ks=(1, 2),
+              lrs=(None,), noise: float = 0.005, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for budget in budgets:
+        for d in d_models:
+            for e in experts:
+                for k in top_ks:
+                    for lr in lrs:
+                        rid = f"C{budget:.3g}-d{d}-E{e}-k{k}".replace("+", "") + (f"-lr{lr:g}" if lr else "")
+                        row = {"run_id": rid, "budget": budget, "d_model": d, "num_experts": e, "top_k": k,
+                               "lr": lr or 3e-3, "init_std": 0.02, "seed": 0}
+                        if k > e:
+                            rows.append(row | {"status": "infeasible", "feasible": False,
+                                               "reason": f"top_k={k} exceeds num_experts={e}"})
+                            continue
+                        total, active = params(d, e, k)
+                        tokens = budget / (6 * active)
+                        tpp = tokens / total
+                        x = math.log10(tpp)
+                        lt = math.log10(total)
+                        eps = lambda: float(rng.normal(0, noise))  # noqa: E731
+                        train_loss = 6.0 - 0.8 * lt + 0.3 * math.log10(budget) * -0.1 + eps()
+                        k_acc = min(1.0, max(0.0, 0.1 + 0.3 * (lt - 5) + eps()))
+                        r_acc = 0.5 - 0.3 * (x - REASONING_OPT_LOG_TPP) ** 2 + 0.05 * math.log2(active / 2e5) + eps()
+                        gap = 0.1 * (lt - 5) + (0.2 * (row["lr"] / 3e-3) if lr else 0) + eps()
+                        row |= {"status": "done", "feasible": True, "reason": "",
+                                "name": f"d{d}-E{e}-k{k}", "sparsity": 1 - k / e, "total_params": total,
+                                "active_params": active, "tokens": int(tokens), "tpp": tpp,
+                                "train_flops": 6 * active * tokens, "steps": 100,
+                                "final_train_loss": train_loss, "final_val_loss": train_loss + 0.05 + gap / 4,
+                                "task_loss/knowledge/heldout": 3.0 - 2 * k_acc + gap,
+                                "task_loss/knowledge/train": 3.0 - 2 * k_acc,
+                                "accuracy/knowledge/heldout": k_acc, "accuracy/knowledge/train": min(1, k_acc + 0.1),
+                                "task_loss_gap/knowledge": gap,
+                                "task_loss/reasoning/heldout": 2.5 - 2 * r_acc + gap,
+                                "task_loss/reasoning/train": 2.5 - 2 * r_acc,
+                                "accuracy/reasoning/heldout": r_acc, "accuracy/reasoning/train": r_acc + 0.05,
+                                "task_loss_gap/reasoning": gap,
+                                "accuracy/reasoning/chain_sum/heldout": r_acc * 0.9,
+                                "task_loss/reasoning/chain_sum/heldout": 2.6 - 2 * r_acc}
+                        rows.append(row)
+    return rows
+
+
+def with_failures(rows: list[dict]) -> list[dict]:
+    """Mark one run failed, one diverged and one pending (their results dropped)."""
+    out = [dict(r) for r in rows]
+    done = [r for r in out if r["status"] == "done"]
+    keep = ("run_id", "budget", "d_model", "num_experts", "top_k", "lr", "init_std", "seed", "name", "sparsity",
+            "total_params", "active_params", "tokens", "tpp", "train_flops", "steps", "feasible", "reason")
+    for r, status in zip(done[1:4], ("failed", "diverged", "pending")):
+        for key in list(r):
+            if key not in keep:
+                del r[key]
+        r["status"] = status
+        if status == "failed":
+            r["error"] = "RuntimeError: boom"
+        if status == "diverged":
+            r["diverged_step"] = 42
+    return out
