@@ -44,6 +44,7 @@ def test_cache_is_keyed_and_reused(monkeypatch):
     assert probe.cached_flops_per_second("cpu", precision="fp32") == 2e9
     assert probe.cached_flops_per_second("cpu", precision="bf16") == 3e9
     assert calls == [("cpu", "fp32"), ("cpu", "bf16")]
+    assert probe.cached_flops_per_second("cpu", precision="auto") == 2e9 and len(calls) == 2  # auto = fp32 on CPU
     cache = json.loads(probe.cache_path().read_text())
     assert len(cache) == 2 and all("cpu" in k and "torch" in k and "cores" in k for k in cache)
     assert probe.cached_flops_per_second("cpu", precision="fp32", refresh=True) == 2e9 and len(calls) == 3
@@ -63,3 +64,14 @@ def test_plan_estimates_wall_time_per_feasible_run(monkeypatch):
             assert r.est_seconds == pytest.approx(r.train_flops / 1e9)
         else:
             assert getattr(r, "est_seconds", None) is None
+
+
+def test_a_device_this_machine_lacks_gives_no_estimate():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    study = _study()
+    study.base.train.device = "cuda"
+    with pytest.raises(probe.ProbeUnavailable, match="not available"):
+        probe.estimate_plan(study, plan(study))

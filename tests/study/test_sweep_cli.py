@@ -108,3 +108,13 @@ def test_plan_with_and_without_the_probe(tmp_path, capsys, monkeypatch):
     assert [r["est_seconds"] == pytest.approx(r["train_flops"] / 1e9) for r in rows if r["feasible"]] == [True] * 3
     code, text, err = run(["plan", str(study_file)], capsys)
     assert code == 0 and "est." in text and "1 GFLOP/s" in err
+
+
+def test_ray_executor_without_ray_installed_says_how_to_install(tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    study_file = tmp_path / "s.yaml"
+    study_file.write_text(dump_yaml(_study()))
+    code, _, err = run(["sweep", str(study_file), "--out", str(tmp_path / "o"), "--executor", "ray"], capsys)
+    assert code == 2 and "moelab[ray]" in err and not (tmp_path / "o").exists()

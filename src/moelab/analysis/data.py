@@ -170,10 +170,33 @@ def normalise(rows: list[dict]) -> list[dict]:
             has_results = r["train_loss"] is not None or any(_parse(key) for key in r)
             status = "done" if has_results else ("infeasible" if r.get("feasible") is False else "pending")
         r["status"] = str(status)
+        # iso-token studies (the planner's ``tokens:``) plan on a token budget; the rest on FLOPs
+        b, t = num(r.get("budget")), num(r.get("tokens"))
+        by_tokens = str(r.get("run_id") or "").startswith("D") or (b is not None and t is not None and abs(b - t) <= 1)
+        r["budget_kind"] = "tokens" if by_tokens else "FLOPs"
         r["posttrain"] = str(r.get("posttrain") or "")
         r["label"] = str(r.get("name") or r.get("run_id") or "?") + (f" +{r['posttrain']}" if r["posttrain"] else "")
         out.append(r)
+    _active_sizes(out)
     return out
+
+
+def _active_sizes(rows: list[dict]) -> None:
+    """``active_size``: the median active parameters of all models sharing d_model and top-k.
+
+    Models that differ only in E differ slightly in active parameters (the router has E rows), yet
+    form one active-size family in the seed paper's sense: one colour, one line, one fit group.
+    """
+    by_shape: dict = {}
+    for r in rows:
+        if num(r.get("active_params")):
+            by_shape.setdefault((r.get("d_model"), r.get("top_k")), []).append(num(r["active_params"]))
+    for r in rows:
+        vals = by_shape.get((r.get("d_model"), r.get("top_k")))
+        if vals and r.get("d_model") is not None and r.get("top_k") is not None:
+            r["active_size"] = float(sorted(vals)[len(vals) // 2])
+        else:
+            r["active_size"] = num(r.get("active_params"))
 
 
 def completed(rows: list[dict], *, posttrain: str = "") -> list[dict]:
@@ -305,6 +328,18 @@ def task_gap_of(task: str) -> Quantity:
 def accuracy_gap_of(task: str) -> Quantity:
     return Quantity(f"accuracy_gap/{task}", f"{task} accuracy gap, train − held-out",
                     lambda r: eval_value(r, "accuracy_gap", task), higher_is_better=False)
+
+
+def budget_symbol(rows: list[dict]) -> str:
+    """'D' (tokens) when the study's budgets are token counts, else 'C' (FLOPs)."""
+    return "D" if any(r.get("budget_kind") == "tokens" for r in rows) else "C"
+
+
+def budget_text(value: float | None, rows: list[dict]) -> str:
+    """'6T FLOPs' or '3M tokens'."""
+    from moelab.analysis.figures import fmt_si
+
+    return f"{fmt_si(value)} {'tokens' if budget_symbol(rows) == 'D' else 'FLOPs'}"
 
 
 def distinct(rows: list[dict], key: str) -> list:

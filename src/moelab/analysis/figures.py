@@ -52,6 +52,7 @@ class Figure:
     png: Path | None = None
     csv: Path | None = None
     note: str = ""
+    wide: bool = False  # spans the page width (multi-panel figures)
 
 
 class Style:
@@ -59,7 +60,7 @@ class Style:
     std, seed — only the axes that vary in the study) for one study's rows."""
 
     def __init__(self, rows: list[dict]):
-        actives = sorted({a for r in rows if (a := num(r.get("active_params")))})
+        actives = sorted({a for r in rows if (a := num(r.get("active_size")))})
         ks = sorted({int(k) for r in rows if (k := num(r.get("top_k")))})
         cmap = plt.get_cmap("viridis" if len(actives) > 3 else "tab10")
         if len(actives) > 3:
@@ -68,6 +69,7 @@ class Style:
         else:
             self.colours = {a: cmap(i) for i, a in enumerate(actives)}
         self.markers = {k: MARKERS[i % len(MARKERS)] for i, k in enumerate(ks)}
+        self.budget_symbol = "D" if any(r.get("budget_kind") == "tokens" for r in rows) else "C"
         self.axes = [a for a in VARIANT_AXES if len({r.get(a) for r in rows if r.get(a) is not None}) > 1]
         variants = sorted({self.variant(r) for r in rows}, key=lambda v: tuple((x is None, x) for x in v))
         self.linestyles = {v: LINESTYLES[i % len(LINESTYLES)] for i, v in enumerate(variants)}
@@ -76,7 +78,7 @@ class Style:
         return tuple(num(row.get(a)) for a in self.axes)
 
     def colour(self, row: dict):
-        return self.colours.get(num(row.get("active_params")), "grey")
+        return self.colours.get(num(row.get("active_size")), "grey")
 
     def marker(self, row: dict) -> str:
         k = num(row.get("top_k"))
@@ -86,13 +88,13 @@ class Style:
         return self.linestyles.get(self.variant(row), "-")
 
     def variant_label(self, variant: tuple) -> str:
-        names = {"budget": "C", "lr": "lr", "init_std": "std", "seed": "seed"}
+        names = {"budget": self.budget_symbol, "lr": "lr", "init_std": "std", "seed": "seed"}
         return ", ".join(f"{names[a]}={fmt_si(v) if a == 'budget' else f'{v:g}'}"
                          for a, v in zip(self.axes, variant) if v is not None)
 
     def legend(self, ax, rows: list[dict], *, lines: bool = True, variants: bool = True) -> None:
         """Legend outside the axes, listing only the sizes, k and variants present in ``rows``."""
-        actives = sorted({a for r in rows if (a := num(r.get("active_params")))})
+        actives = sorted({a for r in rows if (a := num(r.get("active_size")))})
         ks = sorted({int(k) for r in rows if (k := num(r.get("top_k")))})
         show_variants = variants
         variants = sorted({self.variant(r) for r in rows}, key=lambda v: tuple((x is None, x) for x in v))
@@ -168,8 +170,11 @@ def log_x(ax, base: float = 10) -> None:
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     ax.set_xscale("log", base=base)
+    lo, hi = ax.dataLim.intervalx
     if base == 10:
-        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=8))
+        narrow = lo > 0 and hi / lo < 10
+        subs = (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0) if narrow else (1.0, 2.0, 5.0)
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs, numticks=12))
     else:
         ax.xaxis.set_major_locator(LogLocator(base=base, numticks=12))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _tick(v)))
@@ -199,7 +204,7 @@ def series_figure(rows: list[dict], x: Quantity, y: Quantity, out_dir: Path, key
         return skipped(key, title, f"needs at least {min_points} models with both {x.key} and {y.key} "
                                    f"(the study has {len(pts)})")
     fig, ax = _setup(title, x, y.label)
-    key_of = line_key or (lambda r: (num(r.get("active_params")), *style.variant(r)))
+    key_of = line_key or (lambda r: (num(r.get("active_size")), *style.variant(r)))
     lines: dict = defaultdict(list)
     for r, xv, yv in pts:
         lines[key_of(r)].append((r, xv, yv))
@@ -229,32 +234,71 @@ def sort_key(key) -> tuple:
     return tuple((v is None, str(type(v)), v if v is not None else 0) for v in key)
 
 
-def optimum_figure(rows: list[dict], y: Quantity, out_dir: Path, key: str, *, title: str, style: Style,
-                   opt, maximize: bool, caption: str = "") -> Figure:
-    """y against log10 TPP for one group, the fitted quadratic, its optimum and bootstrap interval."""
-    pts = [(r, math.log10(t), v) for r in rows if (t := num(r.get("tpp"))) and t > 0 and (v := y.get(r)) is not None]
-    if len(pts) < 2:
-        return skipped(key, title, f"needs at least 2 models with TPP and {y.key} (the group has {len(pts)})")
-    fig, ax = _setup(title, None, y.label)
-    ax.set_xlabel("tokens per parameter (TPP, log scale)")
-    for r, xv, yv in pts:
-        ax.plot(10 ** xv, yv, style.marker(r), color=style.colour(r), ms=7, mec="black", mew=0.4)
-    records = [[r.get(c) for c in ID_COLUMNS] + [10 ** xv, yv, "model"] for r, xv, yv in pts]
-    if opt is not None:
-        grid = np.linspace(opt.fit.lo, opt.fit.hi, 100)
-        ax.plot(10 ** grid, opt.fit.predict(grid), "k-", lw=1, alpha=0.7, label="quadratic fit in log TPP")
-        if opt.lo is not None:
-            ax.axvspan(10 ** opt.lo, 10 ** opt.hi, color="tab:orange", alpha=0.2,
-                       label=f"{opt.level:.0%} bootstrap interval of the {'max' if maximize else 'min'}")
-        ax.axvline(10 ** opt.x, color="tab:orange", lw=1.5,
-                   label=f"fitted {'max' if maximize else 'min'}: TPP {10 ** opt.x:.3g}"
-                         + ("" if opt.interior else " (range edge)"))
-        records += [[None] * len(ID_COLUMNS) + [10 ** g, float(opt.fit.predict(g)), "fit"] for g in grid]
-    log_x(ax)
-    style.legend(ax, [p[0] for p in pts], lines=False)
+def optimum_figure(groups: list, out_dir: Path, key: str, *, title: str, style: Style, caption: str = "") -> Figure:
+    """The metric against TPP, one panel per budget: each active size's quadratic fit in log TPP (its
+    colour; the pooled fit of all active sizes black, dashed) and, stacked at the top, each fit's
+    optimum (marker) with its bootstrap interval (bar). ``groups`` are one family's and one metric's
+    :class:`moelab.analysis.optimum.GroupOptimum` values."""
+    groups = [g for g in groups if len(g.rows) >= 1]
+    npts = sum(len(g.rows) for g in groups if g.active is not None)
+    if npts < 2:
+        return skipped(key, title, f"needs at least 2 models with TPP and the metric (the study has {npts})")
+    budgets = sorted({g.budget for g in groups}, key=lambda b: (b is None, b or 0))
+    ncols = min(len(budgets), 3)
+    nrows = -(-len(budgets) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(FIGSIZE[0] * (0.75 + 0.45 * ncols), FIGSIZE[1] * nrows),
+                             dpi=DPI, squeeze=False, sharey=True)
+    records = []
+    y = groups[0].quantity
+    for ax, budget in zip(axes.flat, budgets):
+        panel = [g for g in groups if g.budget == budget]
+        unit = "tokens" if style.budget_symbol == "D" else "FLOPs"
+        ax.set_title(f"budget {fmt_si(budget)} {unit}" if budget is not None else "", fontsize=8)
+        rows = [r for g in panel if g.active is not None for r in g.rows]
+        for r in rows:
+            xv, yv = num(r.get("tpp")), y.get(r)
+            ax.plot(xv, yv, style.marker(r), color=style.colour(r), ms=6, mec="black", mew=0.4, zorder=3)
+            records.append([r.get(c) for c in ID_COLUMNS] + [xv, yv, "model", None, None, None])
+        for i, g in enumerate(sorted(panel, key=lambda g: (g.active is None, g.active or 0))):
+            colour = "black" if g.active is None else style.colours.get(g.active, "grey")
+            if g.opt is None:
+                continue
+            o = g.opt
+            grid = np.linspace(o.fit.lo, o.fit.hi, 80)
+            ax.plot(10 ** grid, o.fit.predict(grid), color=colour, ls="--" if g.active is None else "-", lw=1,
+                    alpha=0.8, zorder=2)
+            level = 0.97 - 0.05 * i  # stacked optimum markers and interval bars, in axes coordinates
+            trans = ax.get_xaxis_transform()
+            if o.lo is not None:
+                ax.plot([10 ** o.lo, 10 ** o.hi], [level, level], color=colour, lw=2.5, alpha=0.45,
+                        transform=trans, solid_capstyle="butt")
+            ax.plot(10 ** o.x, level, "|" if not o.interior else "D", color=colour, ms=7, transform=trans)
+            records.append([None] * len(ID_COLUMNS) + [None, None, g.key, 10 ** o.x,
+                            None if o.lo is None else 10 ** o.lo, None if o.hi is None else 10 ** o.hi])
+        log_x(ax)
+        ax.set_xlabel("tokens per parameter (TPP)", fontsize=8)
+        ax.grid(alpha=0.3, which="both")
+        ax.tick_params(labelsize=7)
+    for ax in axes.flat[len(budgets):]:
+        ax.set_visible(False)
+    values = [v for g in groups for r in g.rows if (v := y.get(r)) is not None]
+    span = (max(values) - min(values)) or abs(max(values)) or 1.0
+    n_levels = max(sum(1 for g in groups if g.budget == b) for b in budgets)
+    # headroom above the data for the stacked optimum markers, so they never cover a point
+    axes[0, 0].set_ylim(min(values) - 0.05 * span, max(values) + span * (0.1 + 0.07 * n_levels) / 0.9)
+    axes[0, 0].set_ylabel(y.label, fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    last = axes.flat[len(budgets) - 1]
+    last.plot([], [], "k--", lw=1, label="all active sizes pooled")
+    last.plot([], [], "D", color="grey", label="fitted optimum (inside range)")
+    last.plot([], [], "|", color="grey", ms=7, label="optimum at range edge")
+    last.plot([], [], "-", color="grey", lw=2.5, alpha=0.45, label="bootstrap interval")
+    style.legend(last, [r for g in groups for r in g.rows], variants=False)
     png = _save(fig, out_dir, key)
-    data = write_csv(out_dir / "data" / f"{key}.csv", [*ID_COLUMNS, "tpp", y.key, "series"], records)
-    return Figure(key, title, caption, png, data)
+    data = write_csv(out_dir / "data" / f"{key}.csv",
+                     [*ID_COLUMNS, "tpp", y.key, "series", "optimum_tpp", "interval_lo_tpp", "interval_hi_tpp"],
+                     records)
+    return Figure(key, title, caption, png, data, wide=len(budgets) > 1)
 
 
 def isotonic_figure(rows: list[dict], x: Quantity, y: Quantity, out_dir: Path, key: str, *, title: str,
@@ -264,7 +308,7 @@ def isotonic_figure(rows: list[dict], x: Quantity, y: Quantity, out_dir: Path, k
     if len(pts) < 2:
         return skipped(key, title, f"needs at least 2 models with {x.key} and {y.key} (the study has {len(pts)})")
     fig, (ax, ax_res) = plt.subplots(1, 2, figsize=(FIGSIZE[0] * 1.6, FIGSIZE[1]), dpi=DPI,
-                                     gridspec_kw={"width_ratios": [1.4, 1]})
+                                     gridspec_kw={"width_ratios": [1.4, 1], "wspace": 0.35})
     ax.set_title(title, fontsize=9)
     ax.set_xlabel(x.label, fontsize=8)
     ax.set_ylabel(y.label, fontsize=8)
@@ -278,7 +322,7 @@ def isotonic_figure(rows: list[dict], x: Quantity, y: Quantity, out_dir: Path, k
                edgecolor="black", lw=0.4)
     ax_res.axhline(0, color="black", lw=0.8)
     ax_res.set_xticks(range(len(pts)))
-    ax_res.set_xticklabels([pts[i][0].get("label", "") for i in order], rotation=70, ha="right", fontsize=6)
+    ax_res.set_xticklabels([str(pts[i][0].get("run_id", "")) for i in order], rotation=70, ha="right", fontsize=6)
     ax_res.set_ylabel("residual: accuracy − fit", fontsize=8)
     ax_res.set_title("per-model residual (ordered by task loss)", fontsize=9)
     for a in (ax, ax_res):
@@ -289,20 +333,22 @@ def isotonic_figure(rows: list[dict], x: Quantity, y: Quantity, out_dir: Path, k
     data = write_csv(out_dir / "data" / f"{key}.csv", [*ID_COLUMNS, x.key, y.key, "isotonic_fit", "residual"],
                      [[r.get(c) for c in ID_COLUMNS] + [xv, yv, float(fit.predict(xv)), res]
                       for (r, xv, yv), res in zip(pts, resid)])
-    return Figure(key, title, caption, png, data)
+    return Figure(key, title, caption, png, data, wide=True)
 
 
 def prepost_figure(pairs: list[tuple[dict, dict]], y_pre: Quantity, y_post: Quantity, out_dir: Path, key: str, *,
-                   title: str, style: Style, x: Quantity, caption: str = "") -> Figure:
-    """Before (filled, solid) and after (open, dashed) post-training against x, per active size."""
+                   title: str, style: Style, x: Quantity, caption: str = "",
+                   names: tuple[str, str] = ("pretrained", "post-trained"), ylabel: str | None = None) -> Figure:
+    """Before (filled, solid) and after (open, dashed) — post-training, or greedy vs voting — against x,
+    one pair of lines per active size and variant."""
     pts = [(pre, post, xv, a, b) for pre, post in pairs
            if (xv := x.get(pre)) is not None and (a := y_pre.get(pre)) is not None and (b := y_post.get(post)) is not None]
     if len(pts) < 1:
         return skipped(key, title, "no model has both a pre- and a post-training value")
-    fig, ax = _setup(title, x, y_pre.label.replace(", ", " (pre → post), ", 1))
+    fig, ax = _setup(title, x, ylabel or y_pre.label)
     groups: dict = defaultdict(list)
     for p in pts:
-        groups[(num(p[0].get("active_params")), style.variant(p[0]))].append(p)
+        groups[(num(p[0].get("active_size")), style.variant(p[0]))].append(p)
     for members in groups.values():
         members.sort(key=lambda p: p[2])
         r0 = members[0][0]
@@ -312,10 +358,10 @@ def prepost_figure(pairs: list[tuple[dict, dict]], y_pre: Quantity, y_post: Quan
         for pre, _, xv, a, b in members:
             ax.plot(xv, a, style.marker(pre), color=style.colour(pre), ms=6, mec="black", mew=0.4)
             ax.plot(xv, b, style.marker(pre), mfc="white", mec=style.colour(pre), ms=6, mew=1.2)
-    ax.plot([], [], "k-", label="pretrained")
-    ax.plot([], [], "k--", label="post-trained")
+    ax.plot([], [], "k-", label=names[0])
+    ax.plot([], [], "k--", label=names[1])
     _set_log(ax, x, [p[2] for p in pts])
-    style.legend(ax, [p[0] for p in pts])
+    style.legend(ax, [p[0] for p in pts], variants=False)
     png = _save(fig, out_dir, key)
     data = write_csv(out_dir / "data" / f"{key}.csv", [*ID_COLUMNS, x.key, "before", "after"],
                      [[pre.get(c) for c in ID_COLUMNS] + [xv, a, b] for pre, _, xv, a, b in pts])
@@ -334,6 +380,8 @@ def ttc_figure(curves: list[tuple[dict, dict]], out_dir: Path, key: str, *, titl
     for r, c in usable:
         n = list(c["n"])
         ax.plot(n, c["majority"], color=style.colour(r), ls="-", marker=style.marker(r), ms=4, lw=1.1)
+        ax.annotate(f"E{r.get('num_experts')} k{r.get('top_k')}", (n[-1], c["majority"][-1]), xytext=(4, 0),
+                    textcoords="offset points", fontsize=6, va="center", color=style.colour(r))
         if c.get("pass_at_k"):
             ax.plot(n, c["pass_at_k"], color=style.colour(r), ls=":", lw=1.0, alpha=0.8)
         for i, ni in enumerate(n):
@@ -342,7 +390,7 @@ def ttc_figure(curves: list[tuple[dict, dict]], out_dir: Path, key: str, *, titl
     ax.plot([], [], "k-", label="majority vote @n")
     ax.plot([], [], "k:", label="pass@n (coverage)")
     log_x(ax, base=2)
-    style.legend(ax, [r for r, _ in usable])
+    style.legend(ax, [r for r, _ in usable], variants=False)
     png = _save(fig, out_dir, key)
     data = write_csv(out_dir / "data" / f"{key}.csv", [*ID_COLUMNS, "task", "n", "majority", "pass_at_k", "greedy"],
                      records)

@@ -26,7 +26,9 @@ th { background: #f3f3f3; position: sticky; top: 0; } td.l, th.l { text-align: l
 .ans-yes { background: #e6f4e6; } .ans-no { background: #fbe3e3; } .ans-partly { background: #fdf5d8; }
 .ans-na { color: #888; }
 .figs { display: flex; flex-wrap: wrap; gap: 14px; }
-figure { margin: 0; border: 1px solid #e3e3e3; padding: 6px; background: #fff; max-width: 100%; }
+figure { margin: 0; border: 1px solid #e3e3e3; padding: 6px; background: #fff; flex: 0 1 600px; max-width: 100%; }
+figure.wide { flex-basis: 100%; }
+td.nw { white-space: nowrap; }
 figure img { display: block; max-width: 100%; height: auto; }
 figcaption { font-size: 12px; color: #444; max-width: 620px; }
 .note { color: #8a6d00; font-size: 12px; margin: .3em 0; }
@@ -38,16 +40,18 @@ def esc(x) -> str:
     return html.escape("" if x is None else str(x))
 
 
-def table(header: list[str], body: list[list], *, left: int = 1, row_classes: list[str] | None = None,
-          cell_classes: dict | None = None) -> str:
-    """A table whose first ``left`` columns are left-aligned; cells are escaped text."""
+def table(header: list[str], body: list[list], *, left: int = 1, nowrap: int = 0,
+          row_classes: list[str] | None = None, cell_classes: dict | None = None) -> str:
+    """A table whose first ``left`` columns are left-aligned (the first ``nowrap`` never wrap);
+    cells are escaped text."""
     cell_classes = cell_classes or {}
     th = "".join(f'<th class="{"l" if i < left else ""}">{esc(h)}</th>' for i, h in enumerate(header))
     trs = []
     for j, row in enumerate(body):
         tds = []
         for i, v in enumerate(row):
-            cls = " ".join(c for c in ("l" if i < left else "", cell_classes.get((j, i), "")) if c)
+            cls = " ".join(c for c in ("l" if i < left else "", "nw" if i < nowrap else "",
+                                       cell_classes.get((j, i), "")) if c)
             tds.append(f'<td class="{cls}">{esc(v)}</td>')
         rc = f' class="{row_classes[j]}"' if row_classes else ""
         trs.append(f"<tr{rc}>{''.join(tds)}</tr>")
@@ -67,7 +71,8 @@ def figure(fig: Figure, *, embed: bool, base: Path | None) -> str:
     if fig.csv is not None and not embed:
         csv_link = f' <a href="{esc(img_src(fig.csv, embed=False, base=base))}">data (CSV)</a>'
     cap = f"{esc(fig.caption)}{csv_link}" if fig.caption or csv_link else ""
-    return (f'<figure id="{esc(fig.key)}"><img src="{img_src(fig.png, embed=embed, base=base)}" '
+    wide = ' class="wide"' if fig.wide else ""
+    return (f'<figure id="{esc(fig.key)}"{wide}><img src="{img_src(fig.png, embed=embed, base=base)}" '
             f'alt="{esc(fig.title)}"><figcaption>{cap}</figcaption></figure>')
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from moelab.accounting import human_count
-from moelab.analysis.data import Quantity, accuracy_of, completed, num, task_loss_of
+from moelab.analysis.data import Quantity, accuracy_of, budget_symbol, budget_text, completed, num, task_loss_of
 from moelab.analysis.figures import fmt_si
 from moelab.analysis.fits import Optimum, bootstrap_optimum
 
@@ -52,7 +52,8 @@ class GroupOptimum:
 
     @property
     def key(self) -> str:
-        parts = [f"C{fmt_si(self.budget)}" if self.budget is not None else "",
+        sym = budget_symbol(self.rows)
+        parts = [f"{sym}{fmt_si(self.budget)}" if self.budget is not None else "",
                  f"A{human_count(self.active)}" if self.active else "all-active"]
         if self.lr is not None:
             parts.append(f"lr{self.lr:g}")
@@ -63,7 +64,7 @@ class GroupOptimum:
     @property
     def title(self) -> str:
         what = f"active {human_count(self.active)}" if self.active else "all active sizes"
-        b = f"budget {fmt_si(self.budget)}" if self.budget is not None else "one budget"
+        b = f"budget {budget_text(self.budget, self.rows)}" if self.budget is not None else "one budget"
         return f"{b}, {what}"
 
     def shape(self) -> dict:
@@ -81,7 +82,7 @@ class GroupOptimum:
         o = self.opt
         return {
             "family": self.family, "metric": self.metric, "group": self.key, "budget": self.budget,
-            "active_params": self.active, "lr": self.lr, "init_std": self.init_std, "models": len(self.rows),
+            "active_size": self.active, "lr": self.lr, "init_std": self.init_std, "models": len(self.rows),
             "best_model": b.get("label"), "best_run_id": b.get("run_id"), "best_value": self.quantity.get(b) if b else None,
             "best_tpp": num(b.get("tpp")), "best_sparsity": num(b.get("sparsity")),
             "fit_optimum_tpp": 10 ** o.x if o else None,
@@ -100,7 +101,7 @@ def _groups(rows: list[dict]) -> dict[tuple, list[dict]]:
     out: dict[tuple, list[dict]] = {}
     for r in rows:
         budget, lr, std = num(r.get("budget")), num(r.get("lr")), num(r.get("init_std"))
-        active = num(r.get("active_params"))
+        active = num(r.get("active_size"))
         out.setdefault((budget, active, lr, std), []).append(r)
         out.setdefault((budget, None, lr, std), []).append(r)
     return out
@@ -125,7 +126,7 @@ def optimal_sparsity(rows: list[dict], family: str, *, metric: str = "accuracy",
     stds = {k[3] for k in groups}
     out = []
     for (budget, active, lr, std), members in sorted(groups.items(), key=lambda kv: _sort_key(kv[0])):
-        if active is None and len({num(r.get("active_params")) for r in members}) < 2:
+        if active is None and len({num(r.get("active_size")) for r in members}) < 2:
             continue
         sign = 1 if metric == "accuracy" else -1
         best = max(members, key=lambda r: sign * y.get(r))

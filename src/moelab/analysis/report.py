@@ -61,7 +61,7 @@ def _study_table(rows: list[dict], fams: list[str]) -> str:
     for f in fams:
         header += [f"{f} task loss", f"{f} acc."]
     body, classes = [], []
-    order = sorted(rows, key=lambda r: (D.num(r.get("budget")) or 0, D.num(r.get("active_params")) or 0,
+    order = sorted(rows, key=lambda r: (D.num(r.get("budget")) or 0, D.num(r.get("active_size")) or 0,
                                         D.num(r.get("total_params")) or 0, str(r.get("run_id")), r.get("posttrain", "")))
     for r in order:
         status = r["status"]
@@ -72,6 +72,11 @@ def _study_table(rows: list[dict], fams: list[str]) -> str:
         elif status == "infeasible" and r.get("reason"):
             status += f": {r['reason']}"
         n = D.num
+        if r["status"] == "infeasible":
+            body.append([r.get("run_id"), r.get("name") or "", status, fmt_si(n(r.get("budget"))), r.get("d_model"),
+                         r.get("num_experts"), r.get("top_k")] + ["–"] * (len(header) - 7))
+            classes.append("st-infeasible")
+            continue
         row = [r.get("run_id"), r.get("name") or "", status, fmt_si(n(r.get("budget"))), r.get("d_model"),
                r.get("num_experts"), r.get("top_k"), _f(n(r.get("sparsity")), ".3f"),
                _count(n(r.get("total_params"))), _count(n(r.get("active_params"))), fmt_si(n(r.get("tokens"))),
@@ -82,7 +87,7 @@ def _study_table(rows: list[dict], fams: list[str]) -> str:
             row += [_f(D.task_loss_of(f, rows).get(r), ".4f"), _f(D.accuracy_of(f, rows).get(r), ".3f")]
         body.append(row)
         classes.append(f"st-{r['status']}")
-    return H.table(header, body, left=3, row_classes=classes)
+    return H.table(header, body, left=3, nowrap=2, row_classes=classes)
 
 
 def _f(v, spec: str) -> str:
@@ -184,6 +189,7 @@ def _posttrain(rows, fams, style, out, prepost) -> Section | None:
         return None
     figs = [prepost_figure(prepost["pairs"], prepost["pre"](fam), prepost["post"](fam), out, f"grpo-{_slug(fam)}",
                            title=f"{fam}: accuracy before and after {prepost['kind']}", style=style, x=D.TOTAL,
+                           ylabel=prepost["pre"](fam).label,
                            caption="Filled markers, solid lines: pretrained; open markers, dashed: post-trained.")
             for fam in fams]
     return Section("Post-training (GRPO)", intro=f"<p>{len(prepost['pairs'])} post-trained models.</p>", figures=figs)
@@ -192,9 +198,22 @@ def _posttrain(rows, fams, style, out, prepost) -> Section | None:
 def _ttc(style, out, curves) -> Section | None:
     if not curves:
         return None
-    figs = [ttc_figure(c, out, f"ttc-{_slug(task)}", title=f"{task}: test-time compute", style=style,
-                       caption="Majority vote (solid) and coverage pass@n (dotted) against samples per question.")
-            for task, c in curves.items()]
+    figs = []
+    for task, c in curves.items():
+        figs.append(ttc_figure(c, out, f"ttc-{_slug(task)}", title=f"{task}: test-time compute", style=style,
+                               caption="Majority vote (solid, labelled E and k) and coverage pass@n (dotted) against "
+                                       "samples per question."))
+        pairs = [(dict(r, _greedy=cv.get("greedy"), _vote=cv["majority"][-1]),) * 2 for r, cv in c
+                 if cv.get("majority")]
+        n_max = max((cv["n"][-1] for _, cv in c if cv.get("n")), default=0)
+        greedy = D.Quantity("greedy", "accuracy", lambda r: D.num(r.get("_greedy")), higher_is_better=True)
+        vote = D.Quantity(f"majority@{n_max}", "accuracy", lambda r: D.num(r.get("_vote")), higher_is_better=True)
+        figs.append(prepost_figure(pairs, greedy, vote, out, f"ttc-{_slug(task)}-vs-total", style=style, x=D.TOTAL,
+                                   title=f"{task}: greedy and majority vote @{n_max} against total parameters",
+                                   names=("greedy", f"majority vote @{n_max}"),
+                                   ylabel=f"{task} accuracy (fraction of questions)",
+                                   caption="Does voting change which sparsity is best? One pair of lines per active "
+                                           "size."))
     return Section("Test-time compute", figures=figs)
 
 
@@ -220,13 +239,14 @@ def _optimal(rows, fams, style, out, optima) -> list[Section]:
                          f"{_f(d['measured_tpp_min'], '.3g')} – {_f(d['measured_tpp_max'], '.3g')}"])
         write_csv(out / "data" / f"optimum-{s}.csv", list(described[0]), [list(d.values()) for d in described])
         figs = []
-        for g in groups:
-            tag = "acc" if g.metric == "accuracy" else "loss"
-            note = "" if g.opt else " (no fit: fewer than 3 distinct TPP values, or the metric is constant)"
-            figs.append(optimum_figure(g.rows, g.quantity, out, f"optimum-{s}-{tag}-{_slug(g.key)}",
-                                       title=f"{fam} {g.metric.replace('_', ' ')}: {g.title}", style=style, opt=g.opt,
-                                       maximize=g.maximize, caption=f"Quadratic in log10 TPP; shaded: bootstrap "
-                                       f"interval of the optimum's location (models resampled).{note}"))
+        for metric, tag in (("accuracy", "acc"), ("task_loss", "loss")):
+            mg = [g for g in groups if g.metric == metric]
+            if mg:
+                figs.append(optimum_figure(mg, out, f"optimum-{s}-{tag}", style=style,
+                                           title=f"{fam}: {metric.replace('_', ' ')} against TPP, fitted optimum",
+                                           caption="Lines: quadratic fits in log10 TPP per active size (colour) and "
+                                                   "pooled (black, dashed). Top: each fit's optimum with its bootstrap "
+                                                   "interval (models resampled)."))
         intro = ("<p>Per budget and active size (and all active sizes of a budget pooled): the best measured model, "
                  "and a quadratic of the metric in log10 TPP whose optimum is located on the measured range with a "
                  "percentile bootstrap interval (models resampled with replacement, the curve refitted). "

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from moelab.accounting import human_count
-from moelab.analysis.data import (STATUSES, TOTAL, TRAIN_LOSS, VAL_LOSS, Quantity, accuracy_of, completed,
-                                  num, task_gap_of, task_loss_of)
+from moelab.analysis.data import (STATUSES, TOTAL, TRAIN_LOSS, VAL_LOSS, Quantity, accuracy_of, budget_symbol,
+                                  completed, num, task_gap_of, task_loss_of)
 from moelab.analysis.figures import fmt_si
 from moelab.analysis.fits import is_monotone, least_squares, spearman
 
@@ -37,27 +37,37 @@ def _line_groups(rows: list[dict]) -> dict[tuple, list[dict]]:
     """Models on one line of the figures: same budget, active size, lr, init std and seed."""
     out: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
-        out[tuple(num(r.get(c)) for c in ("budget", "active_params", "lr", "init_std", "seed"))].append(r)
+        out[tuple(num(r.get(c)) for c in ("budget", "active_size", "lr", "init_std", "seed"))].append(r)
     return out
 
 
-def _group_name(key: tuple) -> str:
+def _group_name(key: tuple, members: list[dict]) -> str:
     budget, active = key[0], key[1]
-    return f"C{fmt_si(budget)}/A{human_count(active)}" if active else f"C{fmt_si(budget)}"
+    sym = budget_symbol(members)  # D for a token budget, C for FLOPs
+    return f"{sym}{fmt_si(budget)}/A{human_count(active)}" if active else f"{sym}{fmt_si(budget)}"
+
+
+def _constant(rows: list[dict], y: Quantity) -> Statement | None:
+    values = {round(v, 12) for r in rows if (v := y.get(r)) is not None}
+    if len(values) == 1:
+        return Statement("", NA, f"every model has the same value ({values.pop():.4g}): no trend to read")
+    return None
 
 
 def monotone_in_total(rows: list[dict], y: Quantity, *, increasing: bool, what: str) -> Statement:
     """Along every line (active size, variant) with ≥2 models, does y move one way as total params grow?"""
     claim = f"{what} {'rises' if increasing else 'falls'} monotonically with total parameters at every active size"
+    if (const := _constant(rows, y)) is not None:
+        return Statement(claim, const.answer, const.detail)
     verdicts = []
     for key, members in _line_groups(rows).items():
         pts = sorted(((t, v) for r in members if (t := TOTAL.get(r)) and (v := y.get(r)) is not None))
         if len({t for t, _ in pts}) >= 2:
-            verdicts.append((key, is_monotone([v for _, v in pts], increasing=increasing), len(pts)))
+            verdicts.append((_group_name(key, members), is_monotone([v for _, v in pts], increasing=increasing)))
     if not verdicts:
         return Statement(claim, NA, "no active size has two models with different total parameters")
     good = [v for v in verdicts if v[1]]
-    bad = [_group_name(v[0]) for v in verdicts if not v[1]]
+    bad = [v[0] for v in verdicts if not v[1]]
     detail = f"{len(good)} of {len(verdicts)} lines"
     if bad:
         detail += f"; not at {', '.join(bad[:6])}{' …' if len(bad) > 6 else ''}"
@@ -66,16 +76,18 @@ def monotone_in_total(rows: list[dict], y: Quantity, *, increasing: bool, what: 
 
 def best_at_largest(rows: list[dict], y: Quantity, *, what: str) -> Statement:
     claim = f"the best {what} of each active size is its model with the most total parameters"
+    if (const := _constant(rows, y)) is not None:
+        return Statement(claim, const.answer, const.detail)
     verdicts = []
     for key, members in _line_groups(rows).items():
         pts = [(r, t, v) for r in members if (t := TOTAL.get(r)) and (v := y.get(r)) is not None]
         if len({p[1] for p in pts}) >= 2:
             sign = 1 if y.higher_is_better else -1
             best = max(pts, key=lambda p: (sign * p[2], p[1]))
-            verdicts.append((key, best[1] == max(p[1] for p in pts), best[0]))
+            verdicts.append((_group_name(key, members), best[1] == max(p[1] for p in pts), best[0]))
     if not verdicts:
         return Statement(claim, NA, "no active size has two models with different total parameters")
-    bad = [f"{_group_name(k)} (best: {r.get('label')})" for k, ok, r in verdicts if not ok]
+    bad = [f"{name} (best: {r.get('label')})" for name, ok, r in verdicts if not ok]
     answer = YES if not bad else (NO if len(bad) == len(verdicts) else PARTLY)
     return Statement(claim, answer, f"{len(verdicts) - len(bad)} of {len(verdicts)} active sizes"
                      + (f"; not at {', '.join(bad[:4])}" if bad else ""))
@@ -99,8 +111,10 @@ def u_shape(optima, *, what: str) -> Statement:
 
 def active_at_equal_loss(rows: list[dict], y: Quantity, *, what: str) -> Statement:
     claim = f"at equal training loss, models with more active parameters have higher {what}"
+    if (const := _constant(rows, y)) is not None:
+        return Statement(claim, const.answer, const.detail)
     pts = [(tl, math.log2(a), v) for r in rows
-           if (tl := TRAIN_LOSS.get(r)) is not None and (a := num(r.get("active_params"))) and (v := y.get(r)) is not None]
+           if (tl := TRAIN_LOSS.get(r)) is not None and (a := num(r.get("active_size"))) and (v := y.get(r)) is not None]
     if len({p[1] for p in pts}) < 2 or len(pts) < 4:
         return Statement(claim, NA, "needs ≥4 models over ≥2 active sizes with train loss and the metric")
     coef = least_squares([[p[0] for p in pts], [p[1] for p in pts]], [p[2] for p in pts])
@@ -120,7 +134,7 @@ def gap_trend(rows: list[dict], x: str, y: Quantity, *, what: str, xname: str) -
     for r in rows:
         if (xv := num(r.get(x))) is not None and (v := y.get(r)) is not None:
             key = tuple(num(r.get(c)) for c in others) if x in ("lr", "init_std") else \
-                tuple(num(r.get(c)) for c in ("budget", "active_params", "lr", "init_std", "seed"))
+                tuple(num(r.get(c)) for c in ("budget", "active_size", "lr", "init_std", "seed"))
             groups[key].append((xv, v))
     rhos = [rho for pts in groups.values() if len({p[0] for p in pts}) >= 2
             and (rho := spearman([p[0] for p in pts], [p[1] for p in pts])) is not None]

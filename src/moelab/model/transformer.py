@@ -227,3 +227,15 @@ class MoETransformer(nn.Module):
             input_ids_BT, attention_mask_BT=attention_mask_BT, position_ids_BT=position_ids_BT, kv_cache=kv_cache
         )
         return ModelOutput(self.lm_logits(h_BTD), router)
+
+
+def maybe_compile(model: MoETransformer, enabled: bool = True, **compile_kwargs) -> MoETransformer:
+    """Opt-in ``torch.compile`` of every block, in place.
+
+    Blocks rather than the whole model, so parameter names, ``hidden_states``, ``lm_logits`` and
+    generation keep working unchanged (``nn.Module.compile`` swaps in a compiled forward).
+    """
+    if enabled:
+        for layer in model.layers:
+            layer.compile(**compile_kwargs)
+    return model

@@ -6,9 +6,8 @@
 
 Wiring (in ``moelab/cli.py``'s ``build_parser``)::
 
-    from moelab.study.cli import add_study_commands, extend_plan_command
-    extend_plan_command(plan_parser)   # --no-probe, and the estimated wall time per run
-    add_study_commands(sub)
+    from moelab.study.cli import add_study_commands
+    add_study_commands(sub)   # also gives an existing `plan` command --no-probe and the wall-time estimate
 """
 
 from __future__ import annotations
@@ -104,11 +103,15 @@ def cmd_plan(args) -> int:
     """`moelab plan` with an estimated wall time per run from the throughput probe."""
     from moelab.config import load_study_config
     from moelab.study.plan import plan
-    from moelab.study.probe import estimate_plan
+    from moelab.study.probe import ProbeUnavailable, estimate_plan
 
     study = load_study_config(args.study)
     runs = plan(study)
-    fps = estimate_plan(study, runs, probe=not getattr(args, "no_probe", False))
+    note = ""
+    try:
+        fps = estimate_plan(study, runs, probe=not getattr(args, "no_probe", False))
+    except ProbeUnavailable as err:
+        fps, note = None, f"no time estimates: {err}"
     if args.json:
         rows = []
         for r in runs:
@@ -122,8 +125,13 @@ def cmd_plan(args) -> int:
 
         print_plan(runs)
         if fps:
+            from moelab.study.probe import resolve_device, resolve_precision
+
+            device = resolve_device(study.base.train.device)
             console.print(f"estimated times from a measured {fps / 1e9:.3g} GFLOP/s "
-                          f"({study.base.train.device}, {study.base.train.precision}); training only")
+                          f"({device}, {resolve_precision(study.base.train.precision, device)}); training only")
+        elif note:
+            console.print(note)
     return 0
 
 
@@ -138,6 +146,10 @@ def extend_plan_command(plan_parser) -> None:
 
 
 def add_study_commands(subparsers) -> None:
+    """Register ``sweep``, ``query`` and ``status``; also extend an existing ``plan`` command."""
+    plan_parser = subparsers.choices.get("plan")
+    if plan_parser is not None and not any("--no-probe" in a.option_strings for a in plan_parser._actions):
+        extend_plan_command(plan_parser)
     s = subparsers.add_parser("sweep", help="train and evaluate every run of a study (restartable)")
     s.add_argument("study", help="STUDY.yaml or a bundled preset name")
     s.add_argument("--out", required=True, help="sweep directory (re-running resumes it)")

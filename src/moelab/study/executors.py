@@ -65,6 +65,8 @@ class Job:
 def _one_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     msg = text[0] if text else ""
+    if isinstance(err, UserError) and msg:
+        return msg  # already written for the user
     name = type(err).__name__
     return f"{name}: {msg}" if msg else name
 
@@ -101,7 +103,9 @@ def run_job(job: Job, progress: bool = False) -> dict:
             status = read_status(rdir)
             if not status or status.get("state") != "done":
                 # the trainer's own "done" must stay: it lets train() return at once on a re-run
-                write_status(rdir, "running", keep=status, message="starting", pid=os.getpid(), host=base["host"])
+                progress_so_far = {k: status[k] for k in ("step", "total_steps") if status and k in status}
+                write_status(rdir, "running", keep=progress_so_far, message="starting", pid=os.getpid(),
+                             host=base["host"])
             summary = train(cfg, rdir, progress=progress)
             evaluation = evaluate_run(rdir, cfg, progress=progress)
         except Diverged as err:

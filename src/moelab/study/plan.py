@@ -48,7 +48,8 @@ class PlannedRun:
         """A flat, JSON-able row (for tables, --json and the results store)."""
         return {
             "run_id": self.run_id, "name": self.name, "budget": self.budget, "d_model": self.d_model,
-            "num_experts": self.num_experts, "top_k": self.top_k, "sparsity": self.sparsity,
+            "num_experts": self.num_experts, "top_k": self.top_k,
+            "sparsity": self.sparsity if self.top_k <= self.num_experts else None,
             "lr": self.lr, "init_std": self.init_std, "seed": self.seed,
             "total_params": self.total_params, "active_params": self.active_params, "tokens": self.tokens,
             "tpp": self.tpp, "train_flops": self.train_flops, "steps": self.steps,

@@ -54,15 +54,28 @@ def probe_model_config(device: str):
                        max_seq_len=128), 4, 128
 
 
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        import torch
+class ProbeUnavailable(Exception):
+    """The probe cannot run here (e.g. the study asks for CUDA on a machine without it)."""
 
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ProbeUnavailable(f"device {device!r} is not available on this machine")
     return device
 
 
-def measure_flops_per_second(device: str = "cpu", seconds: float = 3.0, *, precision: str = "bf16",
+def resolve_precision(precision: str, device: str) -> str:
+    """The trainer's rule: 'auto' is bf16 autocast on CUDA and fp32 on CPU."""
+    if precision == "auto":
+        return "bf16" if device.startswith("cuda") else "fp32"
+    return precision
+
+
+def measure_flops_per_second(device: str = "cpu", seconds: float = 3.0, *, precision: str = "auto",
                              min_steps: int = 3, warmup_steps: int = 3) -> float:
     """Train the probe model on random tokens for about ``seconds``; return 6·N_active·tokens/s."""
     import torch
@@ -75,6 +88,7 @@ def measure_flops_per_second(device: str = "cpu", seconds: float = 3.0, *, preci
     from moelab.train.optim import build_optimizer
 
     device = resolve_device(device)
+    precision = resolve_precision(precision, device)
     cfg, batch, seq = probe_model_config(device)
     dev = torch.device(device)
     gen = torch.Generator().manual_seed(0)
@@ -116,12 +130,13 @@ def measure_flops_per_second(device: str = "cpu", seconds: float = 3.0, *, preci
     return accounting.train_flops_per_token(cfg) * batch * seq * steps / elapsed
 
 
-def cached_flops_per_second(device: str = "cpu", *, precision: str = "bf16", seconds: float = 3.0,
+def cached_flops_per_second(device: str = "cpu", *, precision: str = "auto", seconds: float = 3.0,
                             refresh: bool = False) -> float:
     """``measure_flops_per_second`` through the on-disk cache."""
     from moelab.atomic import atomic_write_json
 
     device = resolve_device(device)
+    precision = resolve_precision(precision, device)
     key = cache_key(device, precision)
     path = cache_path()
     try:
@@ -154,7 +169,8 @@ def add_estimates(runs, flops_per_s: float) -> None:
 
 def estimate_plan(study, runs, *, probe: bool = True) -> float | None:
     """Probe (or read the cache) for the study's device and precision and annotate ``runs``;
-    returns the FLOP/s used, or None when ``probe`` is off."""
+    returns the FLOP/s used, or None when ``probe`` is off. Raises :class:`ProbeUnavailable`
+    when the study's device is not on this machine."""
     if not probe:
         return None
     t = study.base.train

@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from moelab.atomic import atomic_write_json, atomic_write_text
 from moelab.config import StudyConfig, dump_yaml, read_yaml, validate
 from moelab.errors import UserError
 from moelab.study import store
@@ -120,11 +121,7 @@ def sweep(study: StudyConfig, out: str | Path, *, executor: str = "local", worke
     _prepare_out(out)
     with SweepLock(out):
         if not _check_same_study(study, out):
-            from moelab.atomic import atomic_write_text
-
             atomic_write_text(out / store.STUDY_FILE, dump_yaml(study))
-        from moelab.atomic import atomic_write_json
-
         atomic_write_json(out / store.PLAN_FILE, {"study": study.name, "runs": [store.plan_row(r) for r in runs]})
         result = SweepResult(out=out, planned=len(runs), feasible=len(feasible), executor=ex.name)
         jobs = _jobs_to_run(feasible, out, retry_failed, result)

@@ -1,0 +1,103 @@
+"""The report builds for full, partial (failed / diverged / missing runs) and one-run studies."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from conftest import write_csv_study, write_duckdb_study
+from synth import make_rows
+
+from moelab.analysis.report import build_report, write_demo_report
+
+N_BOOT = 200
+
+
+def _pngs(report_dir):
+    return sorted(p.stem for p in report_dir.glob("*.png"))
+
+
+def test_report_from_store_with_failed_diverged_pending_and_missing_runs(tmp_path, failing_rows):
+    missing = {"run_id": "C1e12-d64-E32-k1", "budget": 1e12, "d_model": 64, "num_experts": 32, "top_k": 1,
+               "feasible": True}
+    study = write_duckdb_study(tmp_path / "study", failing_rows, planned_extra=[missing])
+    index = build_report(study, n_boot=N_BOOT)
+    assert index == study / "report" / "index.html"
+    page = index.read_text()
+    for status in ("failed: RuntimeError: boom", "diverged at step 42", "pending", "missing", "infeasible"):
+        assert status in page, status
+    assert "C1e12-d64-E32-k1" in page  # the missing run is listed
+    for section in ("Summary", "Study", "Pretraining loss", "Task family: knowledge", "Task family: reasoning",
+                    "Train–test generalization gap", "Loss–accuracy gap", "Optimal sparsity: reasoning"):
+        assert f">{section}</h2>" in page, section
+    # every image the page shows exists, and every figure's series is also a CSV
+    report = study / "report"
+    for src in re.findall(r'<img src="([^"]+)"', page):
+        assert (report / src).is_file(), src
+    pngs = _pngs(report)
+    assert {"pretrain-train-loss-vs-total", "knowledge-acc-vs-total", "reasoning-loss-vs-tpp",
+            "reasoning-acc-vs-density", "gap-reasoning-vs-total", "lossacc-reasoning", "optimum-reasoning-acc"} <= set(pngs)
+    assert all((report / "data" / f"{p}.csv").is_file() for p in pngs)
+    summary = (report / "data" / "summary.csv").read_text()
+    assert "every feasible planned run finished,no," in summary
+
+
+def test_report_summary_is_computed_from_the_data(tmp_path, synthetic_rows):
+    study = write_csv_study(tmp_path / "s", synthetic_rows)
+    build_report(study, n_boot=N_BOOT)
+    import csv
+
+    with open(study / "report" / "data" / "summary.csv") as fh:
+        answers = {r["claim"]: r["answer"] for r in csv.DictReader(fh)}
+    assert answers["knowledge accuracy rises monotonically with total parameters at every active size"] == "yes"
+    assert answers["reasoning accuracy rises monotonically with total parameters at every active size"] == "no"
+    assert answers["the best reasoning accuracy of each active size is its model with the most total parameters"] in (
+        "no", "partly")
+    with open(study / "report" / "data" / "optimum-reasoning.csv") as fh:
+        groups = list(csv.DictReader(fh))
+    # the synthetic reasoning accuracy peaks at log10 TPP = 0.1 within each 1e12 active-size group
+    g = next(r for r in groups if r["metric"] == "accuracy" and r["group"] == "C1T-A210K")
+    assert g["interior"] == "True"
+    assert float(g["interval_lo_tpp"]) <= 10 ** 0.1 <= float(g["interval_hi_tpp"])
+
+
+def test_report_for_a_single_run(tmp_path):
+    row = next(r for r in make_rows(budgets=(1e12,), experts=(4,), top_ks=(1,)) if r["status"] == "done")
+    study = write_csv_study(tmp_path / "one", [row])
+    page = build_report(study, n_boot=N_BOOT).read_text()
+    assert "skipped: needs at least 2 models" in page
+    assert row["run_id"] in page
+    assert "not enough data" in page
+
+
+def test_report_with_lr_axis_grpo_and_ttc(tmp_path):
+    rows = make_rows(budgets=(1e12,), experts=(1, 4, 16), lrs=(1e-3, 3e-3))
+    done = [r for r in rows if r["status"] == "done"]
+    post = []
+    for r in done[:3]:
+        p = dict(r, run_id=r["run_id"] + "+grpo", posttrain="grpo", base_run_id=r["run_id"])
+        p["accuracy/reasoning/heldout"] = r["accuracy/reasoning/heldout"] + 0.05
+        post.append(p)
+    study = write_csv_study(tmp_path / "s", rows + post)
+    for i, r in enumerate(done[:2]):
+        ttc = study / "runs" / r["run_id"] / "eval" / "ttc-reasoning-n8" / "ttc.json"
+        ttc.parent.mkdir(parents=True)
+        ttc.write_text(json.dumps({"task": "reasoning", "n": [1, 2, 4, 8], "pass_at_k": [0.3, 0.4, 0.5, 0.6],
+                                   "majority": [0.3, 0.32, 0.33, 0.35 + i / 10], "greedy": 0.31 + i / 10}))
+    page = build_report(study, n_boot=N_BOOT).read_text()
+    assert ">Post-training (GRPO)</h2>" in page and ">Test-time compute</h2>" in page
+    pngs = set(_pngs(study / "report"))
+    assert {"grpo-reasoning", "ttc-reasoning", "gap-reasoning-vs-lr"} <= pngs
+    assert "grows with the learning rate" in page
+    assert "still the best after GRPO" in page
+
+
+def test_demo_report_is_one_self_contained_file(tmp_path, failing_rows):
+    path = write_demo_report(failing_rows, tmp_path / "report.html", title="demo — synthetic")
+    page = path.read_text()
+    srcs = re.findall(r'<img src="([^"]+)"', page)
+    assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert "knowledge: accuracy against total parameters" in page
+    assert "reasoning: accuracy against total parameters" in page
+    assert "Validation loss against total parameters" in page
+    assert not list(tmp_path.glob("*.png"))  # nothing written beside it
