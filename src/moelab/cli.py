@@ -61,7 +61,7 @@ def cmd_train(args) -> int:
     from moelab.train.trainer import train
 
     cfg = load_run_config(args.config)
-    summary = train(cfg, Path(args.out), progress=not args.quiet)
+    summary = train(cfg, Path(args.out), progress=not args.quiet, max_steps_this_call=args.stop_after)
     if args.json:
         _print_json(summary)
     return 0
@@ -151,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--quiet", action="store_true")
     s.add_argument("--json", action="store_true")
+    s.add_argument("--stop-after", type=int, metavar="N",
+                   help="train at most N more steps in this call, checkpoint, and exit (resume later)")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("export-hf", help="write a transformers Mixtral checkpoint")

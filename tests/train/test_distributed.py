@@ -47,3 +47,37 @@ def test_fsdp_then_ddp_resume_matches_single_process(tmp_path, tiny_cfg):
     assert summary["steps"] == 6 and summary["tokens"] == single["tokens"]  # global batch unchanged
     assert _losses(run) == pytest.approx(_losses(tmp_path / "single"), rel=1e-4)
     assert summary["final_val_loss"] == pytest.approx(single["final_val_loss"], rel=1e-4)
+
+
+def _cli(tmp_path, cfg, run_dir, *, nproc=1, stop_after=None):
+    """`moelab train` as a user runs it: plain, or under torchrun with `-m moelab`."""
+    import yaml
+
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env["OMP_NUM_THREADS"] = "1"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc)] \
+        if nproc > 1 else [sys.executable]
+    cmd = [*launcher, "-m", "moelab", "train", str(path), "--out", str(run_dir), "--quiet"]
+    if stop_after:
+        cmd += ["--stop-after", str(stop_after)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed with gloo")
+def test_checkpoints_move_between_one_and_two_processes(tmp_path, tiny_cfg):
+    base = {"steps": 6, "checkpoint_every": 3, "eval_every": 3, "grad_accum": 2, "distributed": "ddp"}
+    cfg = tiny_cfg(train=base)
+    single = train(cfg, tmp_path / "single", progress=False)
+    # 2 processes (torchrun -m moelab train) for 3 steps, then 1 process finishes
+    _cli(tmp_path, cfg, tmp_path / "two-then-one", nproc=2, stop_after=3)
+    _cli(tmp_path, cfg, tmp_path / "two-then-one")
+    # 1 process for 3 steps, then 2 processes finish
+    _cli(tmp_path, cfg, tmp_path / "one-then-two", stop_after=3)
+    _cli(tmp_path, cfg, tmp_path / "one-then-two", nproc=2)
+    for run in ("two-then-one", "one-then-two"):
+        summary = json.loads((tmp_path / run / "train_summary.json").read_text())
+        assert summary["steps"] == 6 and summary["tokens"] == single["tokens"]
+        assert _losses(tmp_path / run) == pytest.approx(_losses(tmp_path / "single"), rel=1e-4)

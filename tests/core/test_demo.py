@@ -1,0 +1,40 @@
+"""`moelab demo --preset smoke` end to end, as a user runs it (the issue's thin path)."""
+
+import csv
+import subprocess
+import sys
+import time
+
+
+def test_smoke_demo_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    started = time.time()
+    res = subprocess.run([sys.executable, "-m", "moelab", "demo", "--preset", "smoke", "--out", str(out), "--quiet"],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    first_run_s = time.time() - started
+
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    done = [r for r in rows if r["status"] == "done"]
+    assert len(done) == 3 and {(r["num_experts"], r["top_k"]) for r in done} == {("1", "1"), ("4", "1"), ("4", "2")}
+    assert [r["status"] for r in rows if r not in done] == ["infeasible"]  # E=1, k=2 listed with its reason
+    for r in done:
+        for col in ("d_model", "total_params", "active_params", "tpp", "train_flops", "val_loss",
+                    "task_loss/knowledge/heldout", "task_loss/reasoning/heldout",
+                    "accuracy/knowledge/heldout", "accuracy/reasoning/heldout"):
+            assert r[col] != "", col
+        assert 0.0 <= float(r["accuracy/knowledge/heldout"]) <= 1.0
+        assert float(r["task_loss/reasoning/heldout"]) > 0
+        assert int(r["total_params"]) >= int(r["active_params"])
+    dense = next(r for r in done if r["num_experts"] == "1")
+    assert dense["total_params"] == dense["active_params"] and float(dense["sparsity"]) == 0.0
+
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 2 and "accuracy" in html.lower()
+
+    # re-running reuses every finished run: no training, no evaluation
+    started = time.time()
+    res = subprocess.run([sys.executable, "-m", "moelab", "demo", "--preset", "smoke", "--out", str(out), "--quiet"],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert time.time() - started < first_run_s / 2
