@@ -70,7 +70,9 @@ def cmd_train(args) -> int:
 def cmd_export_hf(args) -> int:
     from moelab.interop.hf import export_hf
     from moelab.modelio import load_model
+    from moelab.resources import check_writable_dir
 
+    check_writable_dir(Path(args.out), "out")
     model, tokenizer, cfg = load_model(args.model)
     export_hf(model, cfg, Path(args.out), tokenizer=tokenizer)
     print(f"wrote Hugging Face Mixtral checkpoint to {args.out}")
@@ -79,7 +81,9 @@ def cmd_export_hf(args) -> int:
 
 def cmd_import_hf(args) -> int:
     from moelab.modelio import load_model, save_model_dir
+    from moelab.resources import check_writable_dir
 
+    check_writable_dir(Path(args.out), "out")
     model, tokenizer, cfg = load_model(args.hf_dir)
     save_model_dir(model, cfg, tokenizer, Path(args.out))
     print(f"wrote moelab model directory to {args.out}")

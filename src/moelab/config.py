@@ -263,6 +263,8 @@ class StudyConfig(_Strict):
     heads_rule: Literal["fixed", "head_dim"] = Field(
         "head_dim", description="'head_dim': n_heads = d_model / head_dim; 'fixed': base.model.n_heads")
     head_dim: int = Field(32, gt=0)
+    expert_width_rule: Literal["fixed", "per_k"] = Field(
+        "fixed", description="'per_k': expert width = ffn_mult·d / k, so top-k varies at fixed active parameters")
     max_memory_gb: float = Field(16.0, gt=0, description="runs whose memory estimate exceeds this are infeasible")
     base: RunConfig = Field(default_factory=RunConfig)
 

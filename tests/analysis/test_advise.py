@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import write_csv_study
-from synth import REASONING_OPT_LOG_TPP
+from analysis_synth import REASONING_OPT_LOG_TPP, write_csv_study, write_sweep_dir
 
 from moelab.analysis.advise import advise, format_advice, parse_budget
 from moelab.errors import UserError
@@ -72,3 +71,13 @@ def test_moelab_main_advise_unknown_family(study, capsys):
     assert cli.main(["advise", str(study), "--budget", "1e12", "--task-family", "poetry"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "poetry" in err
+
+
+def test_advise_reads_a_sweep_directory_without_writing(tmp_path, synthetic_rows):
+    sweep = write_sweep_dir(tmp_path / "sweep", synthetic_rows)
+    before = sorted(p.relative_to(sweep) for p in sweep.rglob("*"))
+    from_files = advise(sweep, 1e12, "reasoning", n_boot=200)
+    assert sorted(p.relative_to(sweep) for p in sweep.rglob("*")) == before  # no store written
+    from_csv = advise(write_csv_study(tmp_path / "csv", synthetic_rows), 1e12, "reasoning", n_boot=200)
+    assert from_files["optimal_tpp"] == pytest.approx(from_csv["optimal_tpp"])
+    assert from_files["recommendation"]["num_experts"] == from_csv["recommendation"]["num_experts"]

@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import write_csv_study
+from analysis_synth import write_csv_study
 
 from moelab.analysis.report import build_report
 

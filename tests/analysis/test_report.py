@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from conftest import write_csv_study, write_duckdb_study
-from synth import make_rows
+from analysis_synth import make_rows, write_csv_study, write_duckdb_study, write_sweep_dir
 
 from moelab.analysis.report import build_report, write_demo_report
 
@@ -101,3 +100,12 @@ def test_demo_report_is_one_self_contained_file(tmp_path, failing_rows):
     assert "reasoning: accuracy against total parameters" in page
     assert "Validation loss against total parameters" in page
     assert not list(tmp_path.glob("*.png"))  # nothing written beside it
+
+
+def test_report_on_a_sweep_directory_builds_the_store_first(tmp_path, failing_rows):
+    sweep = write_sweep_dir(tmp_path / "sweep", failing_rows)
+    page = build_report(sweep, n_boot=N_BOOT).read_text()
+    assert (sweep / "study.duckdb").is_file() and "source: study.duckdb" in page
+    # the sweep's own view of runs without a sweep-written status: pending
+    assert page.count(">pending</td>") >= 3
+    assert "knowledge: accuracy against total parameters" in page

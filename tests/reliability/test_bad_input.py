@@ -150,34 +150,26 @@ CASES = [
     Case("train-not-utf8", "not UTF-8", _train(b"model:\n  d_model: 64\n  \xff\xfe\n")),
     Case("train-top-level-list", "expected a mapping", _train("- model\n- train\n")),
     Case("train-wrong-type", "model.d_model", _train(tiny_run(model={"d_model": "big"}))),
-    Case("train-wrong-type-bool", "train.steps", _train(tiny_run(train={"steps": [1, 2]}))),
     Case("train-unknown-key", "did you mean 'steps'", _train(tiny_run(train={"stpes": 5}))),
-    Case("train-unknown-section", "did you mean 'model'", _train({"modle": {"d_model": 32}})),
     Case("train-k-greater-than-e", "top_k=4 exceeds num_experts=2",
          _train(tiny_run(model={"num_experts": 2, "top_k": 4}))),
     Case("train-zero-steps", "train.steps", _train(tiny_run(train={"steps": 0}))),
-    Case("train-negative-lr", "train.lr", _train(tiny_run(train={"lr": -1e-3}))),
-    Case("train-negative-tokens", "train.tokens", _train(tiny_run(train={"tokens": -100}))),
     Case("train-seq-len-over-max", "exceeds model.max_seq_len", _train(tiny_run(data={"seq_len": 64}))),
     Case("train-no-cuda", "no CUDA device", _train(tiny_run(train={"device": "cuda"}))),
     Case("train-source-missing", "no such file", _train(tiny_run(data={"sources": [
         {"kind": "text", "path": "/no/such/corpus.txt"}]}))),
     Case("train-empty-corpus", "empty corpus", _text_corpus(b"")),
     Case("train-corpus-too-small", "fewer than one batch", _text_corpus(
-        "\n\n".join(f"Document number {i} is short." for i in range(40)).encode())),
-    Case("train-corpus-not-utf8", "not UTF-8", _text_corpus(NOT_UTF8)),
+        "\n\n".join(f"Document number {i} is short." for i in range(40)).encode(), val_fraction=0.5)),
     Case("train-out-under-a-file", "not a directory", _under_a_file(
         lambda d, a: _train(tiny_run())(d, a)[0][:3] + [d / "afile" / "sub", "--quiet"])),
     Case("train-out-holds-other-run", "different run", _different_run),
     # ---- moelab plan / sweep: the study
-    Case("plan-truncated-yaml", "invalid YAML", _plan("name: s\ngrid: {d_model: [32\n")),
     Case("plan-zero-budget", "budget must be positive", _plan({**SMALL_STUDY, "tokens": [], "budgets": [0]})),
     Case("plan-negative-budget", "budget must be positive", _plan({**SMALL_STUDY, "tokens": [], "budgets": [-1e12]})),
-    Case("plan-no-budget", "exactly one of", _plan({**SMALL_STUDY, "tokens": []})),
     Case("plan-wrong-type", "grid.top_k", _plan({**SMALL_STUDY, "grid": {"top_k": ["two"]}})),
     Case("plan-unknown-key", "did you mean 'num_experts'", _plan({**SMALL_STUDY, "grid": {"num_expert": [8]}})),
     Case("plan-malformed-base", "base.model.d_model", _plan({**SMALL_STUDY, "base": {"model": {"d_model": -4}}})),
-    Case("plan-unknown-preset", "unknown study preset", lambda d, a: (["plan", "no-such-preset"], None)),
     Case("sweep-no-feasible-run", "no feasible run", lambda d, a: (
         ["sweep", _yaml(d / "s.yaml", {**SMALL_STUDY, "grid": {"d_model": [32], "num_experts": [2],
                                                                 "top_k": [4]}}), "--out", d / "out"], d / "out")),
@@ -190,20 +182,16 @@ CASES = [
     Case("eval-taskfile-invalid-json", "invalid JSON", _eval("taskloss", task_file=(".json", b'[{"prompt": "a",'))),
     Case("eval-taskfile-not-utf8", "not UTF-8", _eval("accuracy", task_file=(".jsonl", NOT_UTF8))),
     Case("eval-taskfile-empty-list", "no items", _eval("taskloss", task_file=(".json", b"[]"))),
-    Case("eval-taskfile-wrong-type", "must be a string",
-         _eval("accuracy", task_file=(".jsonl", b'{"prompt": "Q", "answer": 42}\n'))),
     Case("eval-all-taskfile-problem", "missing field 'prompt'",
          _eval("all", task_file=(".json", b'[{"answer": "4"}]'))),
+    Case("eval-out-under-a-file", "not a directory", _under_a_file(
+        lambda d, a: _eval("taskloss", "--task", "knowledge", "--out", d / "afile" / "sub")(d, a)[0])),
     Case("eval-unknown-task", "unknown task", _eval("accuracy", "--task", "reasonin")),
     Case("eval-model-missing", "no such file or directory", _eval("taskloss", "--task", "knowledge",
                                                                   model="/no/such/model")),
-    Case("eval-model-is-a-file", "got a file", lambda d, a: _eval("taskloss", "--task", "knowledge",
-                                                                  model=str(a / "results.csv"))(d, a)),
     # ---- models from elsewhere
     Case("import-hf-llama", "'llama' is not supported", _hf_dir(LLAMA, "safetensors")),
     Case("import-hf-pickle-only", "only pickle weights", lambda d, a: _hf_dir(_mixtral_config(), "bin")(d, a)),
-    Case("import-hf-missing", "no such file or directory", lambda d, a: (["import-hf", d / "nope", d / "out"],
-                                                                         d / "out")),
     Case("export-hf-out-under-a-file", "not a directory", _under_a_file(
         lambda d, a: ["export-hf", a / "run" / "model", d / "afile" / "hf"])),
     Case("generate-model-missing", "no such file or directory",
@@ -211,20 +199,17 @@ CASES = [
     # ---- post-training and sampling
     Case("grpo-group-size-1", "group_size must be at least 2", _grpo("--group-size", "1")),
     Case("grpo-temperature-0", "temperature must be > 0", _grpo("--temperature", "0")),
-    Case("grpo-unknown-task", "unknown task", lambda d, a: (
-        _grpo()(d, a)[0][:4] + ["--task", "nope"] + _grpo()(d, a)[0][6:], d / "out")),
-    Case("grpo-model-missing", "no such file or directory", _grpo(model="/no/such/model")),
+    Case("grpo-unknown-task", "unknown task", _grpo("--task", "nope")),
     Case("grpo-out-under-a-file", "not a directory", _under_a_file(
-        lambda d, a: _grpo()(d, a)[0][:6] + ["--out", d / "afile" / "sub", "--steps", "1", "--quiet"])),
+        lambda d, a: _grpo("--out", d / "afile" / "sub")(d, a)[0])),
     Case("ttc-temperature-0", "--temperature must be > 0", _ttc("--temperature", "0")),
-    Case("ttc-unknown-task", "unknown task", lambda d, a: (
-        [x if x != "reasoning" else "knowlege" for x in _ttc()(d, a)[0]], d / "out")),
+    Case("ttc-out-under-a-file", "not a directory", _under_a_file(
+        lambda d, a: _ttc("--out", d / "afile" / "sub")(d, a)[0])),
     # ---- analysis
     Case("advise-unknown-family", "task family 'poetry' is not in study",
          lambda d, a: (["advise", a, "--budget", "1e12", "--task-family", "poetry"], a / "report")),
-    Case("advise-bad-budget", "--budget", lambda d, a: (["advise", a, "--budget", "lots", "--task-family",
-                                                          "reasoning"], None)),
 ]
+
 
 
 @pytest.fixture(scope="module")
@@ -254,10 +239,14 @@ def assets(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def outcomes(assets, tmp_path_factory) -> dict:
-    """Run every case concurrently: id -> (CompletedProcess, watched path, snapshot before)."""
+def outcomes(assets, tmp_path_factory, request) -> dict:
+    """Run the selected cases concurrently: id -> (CompletedProcess, watched path, snapshot before)."""
+    selected = {item.callspec.params["case"].id for item in request.session.items
+                if hasattr(item, "callspec") and "case" in item.callspec.params}
     prepared = {}
     for case in CASES:
+        if case.id not in selected:
+            continue
         d = tmp_path_factory.mktemp(case.id)
         argv, watch = case.build(d, assets)
         prepared[case.id] = (argv, watch, snapshot(watch) if watch is not None else None, d)

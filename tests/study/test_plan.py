@@ -65,3 +65,10 @@ def test_study_needs_one_budget_kind():
 
     with pytest.raises(UserError, match="exactly one of"):
         small_study(tokens=[1e9])
+
+
+def test_per_k_expert_width_keeps_active_parameters():
+    runs = [r for r in plan(small_study(expert_width_rule="per_k", grid={"d_model": [64], "num_experts": [8],
+                                                                         "top_k": [1, 2, 4]})) if r.feasible]
+    assert [r.config.model.ffn_hidden for r in runs] == [128, 64, 32]
+    assert len({r.active_params for r in runs}) == 1 and len({r.tokens for r in runs}) == 1

@@ -93,7 +93,7 @@ def _pow2(e: float, k: int) -> int:
 def advise(study_dir: str | Path, budget: float, task_family: str, *, metric: str | None = None,
            n_boot: int = 1000, seed: int = 0) -> dict:
     """A recommendation (see the module docstring) as a JSON-able dict."""
-    rows, _ = load_study_rows(Path(study_dir))
+    rows, _ = load_study_rows(Path(study_dir), write_store=False)  # advice writes nothing
     tasks = task_names(rows)
     if task_family not in tasks:
         known = ", ".join(tasks) if tasks else "none: no run has been evaluated"

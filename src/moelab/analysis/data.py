@@ -109,24 +109,32 @@ def read_store_rows(db: Path) -> list[dict]:
         con.close()
 
 
-def load_study_rows(study_dir: str | Path) -> tuple[list[dict], str]:
-    """(normalised rows, where they came from) for a study directory; see the module docstring."""
+def load_study_rows(study_dir: str | Path, *, write_store: bool = True) -> tuple[list[dict], str]:
+    """(normalised rows, where they came from) for a study directory; see the module docstring.
+
+    A sweep directory without a store gets one (``write_store``) or, read-only, has its per-run
+    files gathered in memory (:func:`moelab.study.store.collect`).
+    """
     d = Path(study_dir)
     if not d.is_dir():
         raise UserError(f"{d}: no such directory")
     db, csv_path = d / "study.duckdb", d / "results.csv"
+    rows: list[dict] | None = None
+    source = ""
     if not db.is_file() and ((d / "plan.json").is_file() or (d / "study.yaml").is_file()):
         try:
-            from moelab.study.store import rebuild_store
+            from moelab.study import store
         except ImportError:  # an older tree without the store: fall back to results.csv
-            pass
-        else:
-            rebuild_store(d)
-    if db.is_file():
+            store = None
+        if store is not None and write_store:
+            store.rebuild_store(d)
+        elif store is not None:
+            rows, source = store.collect(d)[0], "the per-run files (no store yet)"
+    if rows is None and db.is_file():
         rows, source = read_store_rows(db), f"{db.name} (runs table)"
-    elif csv_path.is_file():
+    elif rows is None and csv_path.is_file():
         rows, source = read_csv_rows(csv_path), csv_path.name
-    else:
+    elif rows is None:
         raise UserError(f"{d}: no results (neither study.duckdb nor results.csv)")
     rows = add_missing_planned(rows, d / "plan.json")
     return normalise(rows), source
@@ -341,6 +349,3 @@ def budget_text(value: float | None, rows: list[dict]) -> str:
 
     return f"{fmt_si(value)} {'tokens' if budget_symbol(rows) == 'D' else 'FLOPs'}"
 
-
-def distinct(rows: list[dict], key: str) -> list:
-    return sorted({r[key] for r in rows if r.get(key) is not None}, key=lambda v: (str(type(v)), v))

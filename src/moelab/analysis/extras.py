@@ -19,7 +19,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from moelab.analysis.data import Quantity, accuracy_of, completed, num
+from moelab.analysis.data import accuracy_of, completed, num
 
 _LINKS = ("base_run_id", "pretrain_run_id", "parent_run_id")
 

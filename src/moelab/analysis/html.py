@@ -26,10 +26,11 @@ th { background: #f3f3f3; position: sticky; top: 0; } td.l, th.l { text-align: l
 .ans-yes { background: #e6f4e6; } .ans-no { background: #fbe3e3; } .ans-partly { background: #fdf5d8; }
 .ans-na { color: #888; }
 .figs { display: flex; flex-wrap: wrap; gap: 14px; }
-figure { margin: 0; border: 1px solid #e3e3e3; padding: 6px; background: #fff; flex: 0 1 600px; max-width: 100%; }
-figure.wide { flex-basis: 100%; }
+figure { margin: 0; border: 1px solid #e3e3e3; padding: 6px; background: #fff; box-sizing: border-box;
+         flex: 0 1 calc(50% - 7px); min-width: 0; }
+figure img { display: block; width: 100%; height: auto; }
+figure.wide { flex-basis: 100%; } figure.wide img { width: auto; max-width: 100%; }
 td.nw { white-space: nowrap; }
-figure img { display: block; max-width: 100%; height: auto; }
 figcaption { font-size: 12px; color: #444; max-width: 620px; }
 .note { color: #8a6d00; font-size: 12px; margin: .3em 0; }
 code { background: #f4f4f4; padding: 0 3px; }

@@ -13,7 +13,6 @@ three distinct TPP values; with fewer a group reports only its best measured mod
 
 from __future__ import annotations
 
-import math
 import statistics
 from dataclasses import dataclass, field
 
@@ -143,6 +142,3 @@ def optimal_sparsity(rows: list[dict], family: str, *, metric: str = "accuracy",
 def _sort_key(k: tuple) -> tuple:
     return tuple((v is None, v if v is not None else 0) for v in k)
 
-
-def fmt_tpp(log_or_none: float | None) -> str:
-    return "–" if log_or_none is None or not math.isfinite(log_or_none) else f"{10 ** log_or_none:.3g}"

@@ -161,7 +161,7 @@ def _gaps(rows, fams, style, out) -> Section:
 
 def _loss_accuracy(rows, fams, style, out) -> Section:
     done = D.completed(rows)
-    figs, notes = [], []
+    figs = []
     for fam in fams:
         loss, acc, s = D.task_loss_of(fam, rows), D.accuracy_of(fam, rows), _slug(fam)
         pts = [(x, y) for r in done if (x := loss.get(r)) is not None and (y := acc.get(r)) is not None]
@@ -180,7 +180,7 @@ def _loss_accuracy(rows, fams, style, out) -> Section:
                                   title=f"{fam}: accuracy against pretraining train loss",
                                   caption="At equal train loss, compare active sizes (colours)."))
     intro = ("<p>How far accuracy departs from what task loss predicts: a model above the fit does better than "
-             "its task loss suggests.</p>" + "".join(notes))
+             "its task loss suggests.</p>")
     return Section("Loss–accuracy gap", intro=intro, figures=figs)
 
 

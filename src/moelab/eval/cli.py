@@ -1,7 +1,8 @@
-"""`moelab eval …` subcommands: list, taskloss, accuracy, all (and lm-eval when installed)."""
+"""`moelab eval …` subcommands: list, taskloss, accuracy, all, code (pass@k) and lm-eval (harness bridge)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -31,11 +32,21 @@ def _task(args, world):
 
 
 def _device_dtype(args):
+    """(device, autocast dtype or None): ``auto`` picks CUDA when there is one; bf16 autocast (fp32
+    weights, fp32 log-probs) is the default on CUDA and opt-in elsewhere (``--bf16`` / ``--no-bf16``)."""
     import torch
 
+    from moelab.errors import UserError
+
+    if getattr(args, "out", None):  # every command that evaluates calls this first: fail before the work
+        from moelab.resources import check_writable_dir
+
+        check_writable_dir(Path(args.out), "--out")
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: no CUDA device is available (use --device cpu or auto)")
     dtype = torch.bfloat16 if args.bf16 or (args.bf16 is None and device.startswith("cuda")) else None
     return device, dtype
 
@@ -72,7 +83,7 @@ def cmd_taskloss(args) -> int:
     from moelab.modelio import load_model
 
     device, dtype = _device_dtype(args)
-    world = _world_for(args.model)
+    world = _world_for(args.model) if args.task else None  # a task file needs no world
     task = _task(args, world)
     model, tok, _ = load_model(args.model, device=device)
     items = task.splits[args.split][: args.limit] if args.limit else task.splits[args.split]
@@ -93,7 +104,7 @@ def cmd_accuracy(args) -> int:
     from moelab.modelio import load_model
 
     device, dtype = _device_dtype(args)
-    world = _world_for(args.model)
+    world = _world_for(args.model) if args.task else None  # a task file needs no world
     task = _task(args, world)
     model, tok, _ = load_model(args.model, device=device)
     with torch.autocast(device.split(":")[0], dtype=dtype or torch.bfloat16, enabled=dtype is not None):
@@ -138,7 +149,8 @@ def _common(p, *, task_required: bool = True) -> None:
     p.add_argument("--model", required=True, help="run, checkpoint, model or Hugging Face Mixtral directory")
     p.add_argument("--limit", type=int, help="first N items of each split")
     p.add_argument("--device", default="auto")
-    p.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast (default on CUDA)")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 autocast with fp32 weights (default: on for CUDA)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--out", help="directory for the summary and per-item records")
 
@@ -174,8 +186,8 @@ def add_eval_commands(sub) -> None:
     s.add_argument("--max-new-tokens", type=int, default=48)
     s.set_defaults(func=cmd_all)
 
-    try:
-        from moelab.eval.lmeval import add_lmeval_command
-    except ImportError:
-        return
-    add_lmeval_command(esub)
+    from moelab.eval.code import add_code_command
+    from moelab.eval.lmeval import add_lmeval_command
+
+    add_code_command(esub)
+    add_lmeval_command(esub)  # registered without lm-eval too: the command then names the extra to install

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from moelab.model.moe import cached_weight_casts
 from moelab.model.transformer import MoETransformer
 
 
@@ -25,7 +26,8 @@ class KVCache:
 
     All rows share one slot counter ``length`` (left padding keeps them aligned); ``key_valid_BS``
     remembers which slots hold real tokens and ``seen_B`` how many real tokens each row has
-    (the next RoPE position).
+    (the next RoPE position). ``padded`` (a Python bool) says whether any slot is padding; until
+    one is, attention runs without a mask.
     """
 
     def __init__(
@@ -46,6 +48,7 @@ class KVCache:
         self.seen_B = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.max_len = max_len
         self.length = 0  # a Python int: no device sync to read it
+        self.padded = False  # has any slot been padding? (False: attention needs no mask)
 
     @classmethod
     def for_model(cls, model: MoETransformer, batch_size: int, max_len: int, *, dtype: torch.dtype | None = None) -> "KVCache":
@@ -128,6 +131,8 @@ def _as_id_set(eos_token_id: int | Sequence[int] | None) -> set[int]:
     return set(eos_token_id)
 
 
+# no_grad, not inference_mode: under inference_mode autocast stops caching its weight casts
+# and would re-cast every weight for every token.
 @torch.no_grad()
 def generate(
     model: MoETransformer,
@@ -169,25 +174,10 @@ def generate(
     was_training = model.training
     model.eval()
     try:
-        cache = KVCache.for_model(model, B, P + max_new_tokens)
-        h_BTD, _ = model.hidden_states(ids_BP.to(device), attention_mask_BT=mask_BP.to(device), kv_cache=cache)
-        new: list[list[int]] = [[] for _ in range(B)]
-        done = [False] * B
-        for step in range(max_new_tokens):
-            # Only the last position's logits: [B,P,V] in fp32 would be the biggest tensor here.
-            next_B = sample_next(model.lm_logits(h_BTD[:, -1]), temperature=temperature, top_p=top_p, generator=generator)
-            for b, tok in enumerate(next_B.tolist()):
-                if done[b]:
-                    continue
-                new[b].append(tok)
-                if tok in eos_ids:
-                    done[b] = True
-                elif stop_strings and any(s in decode(new[b]) for s in stop_strings):
-                    done[b] = True
-            if all(done) or step == max_new_tokens - 1:
-                break
-            # Finished rows keep running (cheaper than reshaping the cache); their tokens are ignored.
-            h_BTD, _ = model.hidden_states(next_B[:, None], kv_cache=cache)
+        with cached_weight_casts(model):  # under autocast: cast expert weights once, not per token
+            new = _decode(model, ids_BP.to(device), mask_BP.to(device), max_new_tokens=max_new_tokens, eos_ids=eos_ids,
+                          temperature=temperature, top_p=top_p, stop_strings=stop_strings, decode=decode,
+                          generator=generator)
     finally:
         model.train(was_training)
 
@@ -198,3 +188,29 @@ def generate(
             toks = trim_at_stop(toks, stop_strings, decode)
         out.append(toks)
     return out
+
+
+def _decode(model, ids_BP, mask_BP, *, max_new_tokens, eos_ids, temperature, top_p, stop_strings, decode,
+            generator) -> list[list[int]]:
+    """Prefill, then one token per step; raw new tokens per row (EOS and what follows included)."""
+    B, P = ids_BP.shape
+    cache = KVCache.for_model(model, B, P + max_new_tokens)
+    h_BTD, _ = model.hidden_states(ids_BP, attention_mask_BT=mask_BP, kv_cache=cache)
+    new: list[list[int]] = [[] for _ in range(B)]
+    done = [False] * B
+    for step in range(max_new_tokens):
+        # Only the last position's logits: [B,P,V] in fp32 would be the biggest tensor here.
+        next_B = sample_next(model.lm_logits(h_BTD[:, -1]), temperature=temperature, top_p=top_p, generator=generator)
+        for b, tok in enumerate(next_B.tolist()):
+            if done[b]:
+                continue
+            new[b].append(tok)
+            if tok in eos_ids:
+                done[b] = True
+            elif stop_strings and any(s in decode(new[b]) for s in stop_strings):
+                done[b] = True
+        if all(done) or step == max_new_tokens - 1:
+            break
+        # Finished rows keep running (cheaper than reshaping the cache); their tokens are ignored.
+        h_BTD, _ = model.hidden_states(next_B[:, None], kv_cache=cache)
+    return new

@@ -19,6 +19,8 @@ Dropless: every slot is computed, an expert with zero tokens is simply an empty 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import torch
@@ -95,8 +97,18 @@ def grouped_matmul(x_MI: torch.Tensor, w_EIO: torch.Tensor, offs_E: torch.Tensor
     if pad_in or pad_out:
         x_MI = F.pad(x_MI, (0, pad_in))
         w_EIO = F.pad(w_EIO, (0, pad_out, 0, pad_in))
-    out_MO = F.grouped_mm(x_MI.contiguous(), w_EIO.contiguous(), offs=offs_E)
+    if torch.compiler.is_compiling() and x_MI.dtype != torch.bfloat16:
+        out_MO = _grouped_mm_outside_compile(x_MI.contiguous(), w_EIO.contiguous(), offs_E)
+    else:
+        out_MO = F.grouped_mm(x_MI.contiguous(), w_EIO.contiguous(), offs=offs_E)
     return out_MO[:, :width_out] if pad_out else out_MO
+
+
+@torch.compiler.disable
+def _grouped_mm_outside_compile(x_MI: torch.Tensor, w_EIO: torch.Tensor, offs_E: torch.Tensor) -> torch.Tensor:
+    # torch 2.13's shape function for grouped_mm accepts bf16 only, so under torch.compile the
+    # other dtypes run eagerly here (a graph break; the kernels themselves support them).
+    return F.grouped_mm(x_MI, w_EIO, offs=offs_E)
 
 
 class GroupedExperts(nn.Module):
@@ -107,6 +119,7 @@ class GroupedExperts(nn.Module):
         self.w_gate = nn.Parameter(torch.empty(num_experts, d_model, hidden))
         self.w_up = nn.Parameter(torch.empty(num_experts, d_model, hidden))
         self.w_down = nn.Parameter(torch.empty(num_experts, hidden, d_model))
+        self._cast_cache: dict | None = None  # see cached_weight_casts
 
     def compute_dtype(self, device: torch.device) -> torch.dtype:
         # grouped_mm has no autocast rule, so apply autocast's choice by hand.
@@ -114,13 +127,50 @@ class GroupedExperts(nn.Module):
             return torch.get_autocast_dtype(device.type)
         return self.w_gate.dtype
 
+    def weights(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``w_gate, w_up, w_down`` in ``dtype``.
+
+        Under :func:`cached_weight_casts` and without autograd, the cast copies are kept and
+        reused until a weight changes (in-place updates bump ``_version``): decoding reads every
+        weight once per token, and re-casting all of them each step would double that traffic.
+        """
+        ws = (self.w_gate, self.w_up, self.w_down)
+        if ws[0].dtype == dtype:
+            return ws
+        cache = self._cast_cache
+        if cache is None or torch.is_grad_enabled():
+            return tuple(w.to(dtype) for w in ws)
+        key = (dtype, tuple((w._version, w.data_ptr()) for w in ws))
+        if cache.get("key") != key:
+            cache.clear()
+            cache["weights"] = tuple(w.detach().to(dtype) for w in ws)
+            cache["key"] = key
+        return cache["weights"]
+
     def forward(self, x_MD: torch.Tensor, offs_E: torch.Tensor) -> torch.Tensor:
         """``x_MD`` rows sorted by expert, ``offs_E`` their cumulative int32 counts."""
         dtype = self.compute_dtype(x_MD.device)
+        w_gate, w_up, w_down = self.weights(dtype)
         x_MD = x_MD.to(dtype)
-        gate_MF = grouped_matmul(x_MD, self.w_gate.to(dtype), offs_E)
-        up_MF = grouped_matmul(x_MD, self.w_up.to(dtype), offs_E)
-        return grouped_matmul(F.silu(gate_MF) * up_MF, self.w_down.to(dtype), offs_E)
+        gate_MF = grouped_matmul(x_MD, w_gate, offs_E)
+        up_MF = grouped_matmul(x_MD, w_up, offs_E)
+        return grouped_matmul(F.silu(gate_MF) * up_MF, w_down, offs_E)
+
+
+@contextlib.contextmanager
+def cached_weight_casts(model: nn.Module) -> Iterator[None]:
+    """Within this block, autocast copies of expert weights are made once, not every forward
+    (only outside autograd; the copies are dropped on exit). Autocast's own cache does the same
+    for ``nn.Linear`` weights within one autocast region."""
+    experts = [m for m in model.modules() if isinstance(m, GroupedExperts)]
+    saved = [m._cast_cache for m in experts]
+    for m in experts:
+        m._cast_cache = {}
+    try:
+        yield
+    finally:
+        for m, old in zip(experts, saved):
+            m._cast_cache = old
 
 
 class MoE(nn.Module):
@@ -137,6 +187,8 @@ class MoE(nn.Module):
         x_ND = x_BTD.reshape(-1, D)
         route = self.router(x_ND)
         plan = dispatch(route.idx_NK, self.num_experts)
+        # Cast before the gather: N rows to convert instead of N*K.
+        x_ND = x_ND.to(self.experts.compute_dtype(x_ND.device))
         h_SD = self.experts(x_ND[plan.token_S], plan.offs_E)
         # Un-permute back to (token, k) slot order and reduce over k, instead of an index_add_
         # into tokens: same sum, but deterministic on GPU (no float atomics) and each slot's

@@ -83,6 +83,38 @@ def attention_mask(key_valid_BS: torch.Tensor, query_slot_T: torch.Tensor) -> to
     return allowed_BTS[:, None]
 
 
+def attend(q_BHTDh: torch.Tensor, k_BHSDh: torch.Tensor, v_BHSDh: torch.Tensor, mask_B1TS: torch.Tensor | None) -> torch.Tensor:
+    """Scaled dot-product attention, ``[B,H,T,Dh]``; k/v may have fewer (grouped) heads.
+
+    No mask means every key is real: causal for a fresh block of T > 1 tokens, and a single new
+    token (decoding) attends to all cached keys (``is_causal`` would wrongly align it to key 0).
+
+    On CPU, torch's flash kernel is ~5x slower in bf16 than in fp32 for a single query (measured,
+    torch 2.13, EPYC): decoding upcasts the query and the cached keys/values instead. (For longer
+    blocks bf16 flash is as fast as matmuls around an fp32 softmax, so it stays.)
+    """
+    H, T = q_BHTDh.shape[1], q_BHTDh.shape[2]
+    gqa = H != k_BHSDh.shape[1]
+    causal = mask_B1TS is None and T > 1
+    if T == 1 and q_BHTDh.device.type == "cpu" and q_BHTDh.dtype == torch.bfloat16:
+        with torch.autocast("cpu", enabled=False):
+            o_BHTDh = F.scaled_dot_product_attention(
+                q_BHTDh.float(), k_BHSDh.float(), v_BHSDh.float(), attn_mask=mask_B1TS, enable_gqa=gqa
+            )
+        return o_BHTDh.to(q_BHTDh.dtype)
+    if gqa and mask_B1TS is not None:
+        # With an explicit mask, CUDA's memory-efficient kernel is the fast one, and it
+        # does not take enable_gqa; repeating the (small, inference-time) kv is cheaper
+        # than the math fallback.
+        rep = H // k_BHSDh.shape[1]
+        k_BHSDh = k_BHSDh.repeat_interleave(rep, dim=1)
+        v_BHSDh = v_BHSDh.repeat_interleave(rep, dim=1)
+        gqa = False
+    return F.scaled_dot_product_attention(
+        q_BHTDh, k_BHSDh, v_BHSDh, attn_mask=mask_B1TS, is_causal=causal, enable_gqa=gqa
+    )
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -112,18 +144,7 @@ class Attention(nn.Module):
         k_BHTDh = apply_rope(k_BHTDh, cos_BTDh, sin_BTDh)
         if kv_cache is not None:
             k_BHTDh, v_BHTDh = kv_cache.update(layer_idx, k_BHTDh, v_BHTDh, cache_start)
-        gqa = self.n_heads != self.n_kv_heads
-        if gqa and mask_B1TS is not None:
-            # With an explicit mask, CUDA's memory-efficient kernel is the fast one, and it
-            # does not take enable_gqa; repeating the (small, inference-time) kv is cheaper
-            # than the math fallback.
-            rep = self.n_heads // self.n_kv_heads
-            k_BHTDh = k_BHTDh.repeat_interleave(rep, dim=1)
-            v_BHTDh = v_BHTDh.repeat_interleave(rep, dim=1)
-            gqa = False
-        o_BHTDh = F.scaled_dot_product_attention(
-            q_BHTDh, k_BHTDh, v_BHTDh, attn_mask=mask_B1TS, is_causal=mask_B1TS is None, enable_gqa=gqa
-        )
+        o_BHTDh = attend(q_BHTDh, k_BHTDh, v_BHTDh, mask_B1TS)
         return self.o_proj(o_BHTDh.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -191,8 +212,13 @@ class MoETransformer(nn.Module):
         mask_B1TS = None
         if kv_cache is not None:
             valid_BT = torch.ones(B, T, dtype=torch.bool, device=device) if attention_mask_BT is None else attention_mask_BT.bool()
+            if attention_mask_BT is not None and not kv_cache.padded:
+                kv_cache.padded = not bool(valid_BT.all())  # one host sync per masked call, until padding shows
             key_valid_BS = kv_cache.write_mask(valid_BT, start)
-            mask_B1TS = attention_mask(key_valid_BS, start + steps_T)
+            # Without padding the mask is plain causal: leave it to SDPA's fast mask-free kernels,
+            # except for a multi-token block after cached tokens (causal with an offset).
+            if kv_cache.padded or (T > 1 and start > 0):
+                mask_B1TS = attention_mask(key_valid_BS, start + steps_T)
         elif attention_mask_BT is not None:
             mask_B1TS = attention_mask(attention_mask_BT.bool(), steps_T)
 

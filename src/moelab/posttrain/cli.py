@@ -167,6 +167,10 @@ def cmd_ttc(args) -> int:
         raise UserError(f"--samples must be at least 1, got {args.samples}")
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit must be positive, got {args.limit}")
+    if args.out:
+        from moelab.resources import check_writable_dir
+
+        check_writable_dir(Path(args.out), "--out")  # before the sampling, not after it
     model, tok, _ = load_model(args.model, resolve_device(args.device))
     result = sample_task(model, tok, task, samples=args.samples, split=args.split, limit=args.limit,
                          temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,

@@ -275,7 +275,10 @@ def grpo(
     from moelab.eval.tasks import get_task
     from moelab.modelio import load_model, save_model_dir
 
+    from moelab.resources import check_writable_dir
+
     out_dir = Path(out_dir)
+    check_writable_dir(out_dir, "--out")
     device = resolve_device(cfg.device)
     task = task if task is not None else get_task(cfg.task, world)
     for split in (cfg.train_split, cfg.eval_split):

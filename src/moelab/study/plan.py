@@ -109,6 +109,9 @@ def plan(study: StudyConfig) -> list[PlannedRun]:
             "vocab_size": base.data.vocab_size if base.data.tokenizer is None else base.model.vocab_size,
             "max_seq_len": max(base.model.max_seq_len, base.data.seq_len),
         }
+        if study.expert_width_rule == "per_k":
+            # fine-grained experts: k experts of width F/k touch as many weights as one of width F
+            model_fields["expert_hidden"] = max(1, int(round(base.model.ffn_mult * d / k)))
         if model_fields["n_kv_heads"] and heads % model_fields["n_kv_heads"]:
             model_fields["n_kv_heads"] = None
         try:

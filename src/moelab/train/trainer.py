@@ -240,7 +240,10 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, max_ste
     Raises ``Diverged`` (after writing ``status.json``) on a non-finite loss or gradient, and
     again, without training, when called on a run that diverged (delete ``status.json`` to retry).
     """
+    from moelab.resources import check_fits, check_writable_dir
+
     run_dir = Path(run_dir)
+    check_writable_dir(run_dir, "--out")
     saved = check_same_run(cfg, run_dir)
     status = read_status(run_dir)
     if saved is not None and status and status.get("state") == "done" and (run_dir / "train_summary.json").is_file():
@@ -251,10 +254,29 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, max_ste
     dist = init_distributed(cfg.train)
     try:
         device = resolve_device(cfg.train.device, dist)
-        setup = _prepare(cfg, run_dir, saved, dist)
+        check_fits(cfg, device, world=dist.world)  # before anything is written or allocated
+        setup = _prepare_or_clean_up(cfg, run_dir, saved, dist)
         return _Loop(setup, run_dir, dist, device, progress).run(max_steps_this_call)
     finally:
         dist.close()
+
+
+def _prepare_or_clean_up(cfg: RunConfig, run_dir: Path, saved: RunConfig | None, dist: Dist) -> _Setup:
+    """``_prepare``; when a fresh run's data turns out unusable (a ``UserError`` after the tokenizer
+    and ``config.yaml`` were written), remove what this call created: bad input leaves nothing behind."""
+    created = [p for p in (run_dir, run_dir / "tokenizer", run_dir / "config.yaml") if not p.exists()]
+    try:
+        return _prepare(cfg, run_dir, saved, dist)
+    except UserError:
+        if saved is None and dist.is_main:
+            import shutil
+
+            for p in created:  # run_dir first: when this call made it, everything inside goes with it
+                if p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
+        raise
 
 
 class _Loop:

@@ -1,4 +1,4 @@
-"""Synthetic study rows with known shapes, for the analysis tests.
+"""Synthetic study rows with known shapes, and fake study directories, for the analysis tests.
 
 Knowledge accuracy rises with total parameters; reasoning accuracy is a parabola in log10 TPP with
 its maximum at ``REASONING_OPT_LOG_TPP``; task losses mirror the accuracies; the generalization gap
@@ -7,9 +7,13 @@ grows with total parameters. Small deterministic noise keeps the fits honest.
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
+
+from moelab.study.results import rows_to_csv
 
 VOCAB, LAYERS = 1024, 2
 REASONING_OPT_LOG_TPP = 0.1
@@ -82,3 +86,56 @@ def with_failures(rows: list[dict]) -> list[dict]:
         if status == "diverged":
             r["diverged_step"] = 42
     return out
+
+
+# ---------------------------------------------------------------- fake study directories
+
+
+def write_csv_study(d: Path, rows: list[dict]) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "results.csv").write_text(rows_to_csv(rows))
+    return d
+
+
+def write_duckdb_study(d: Path, rows: list[dict], *, planned_extra: list[dict] = ()) -> Path:
+    """``study.duckdb`` with a ``runs`` table (the store's column typing) and a ``plan.json`` that
+    also lists ``planned_extra`` runs the store lacks."""
+    import duckdb
+
+    from moelab.study.results import columns
+    from moelab.study.store import to_arrow
+
+    d.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(d / "study.duckdb"))
+    con.register("_arrow", to_arrow(rows, columns(rows)))
+    con.execute("CREATE TABLE runs AS SELECT * FROM _arrow")
+    con.close()
+    plan = [{k: r.get(k) for k in ("run_id", "budget", "d_model", "num_experts", "top_k", "feasible")}
+            for r in [*rows, *planned_extra]]
+    (d / "plan.json").write_text(json.dumps({"study": "synthetic", "runs": plan}))
+    return d
+
+
+PLAN_KEYS = ("run_id", "name", "budget", "d_model", "num_experts", "top_k", "sparsity", "lr", "init_std", "seed",
+             "total_params", "active_params", "tokens", "tpp", "train_flops", "steps", "feasible", "reason")
+
+
+def write_sweep_dir(d: Path, rows: list[dict]) -> Path:
+    """A sweep directory as the sweep leaves it: ``plan.json`` and per-run status, train summary and
+    evaluation files (no store)."""
+    from moelab.study import store
+
+    d.mkdir(parents=True, exist_ok=True)
+    plan = [{k: r.get(k) for k in PLAN_KEYS} | {"config": None} for r in rows]
+    (d / "plan.json").write_text(json.dumps({"study": "synthetic", "runs": plan}))
+    for r in rows:
+        if r["status"] != "done":
+            continue
+        rdir = store.run_dir(d, r["run_id"])
+        (rdir / "eval").mkdir(parents=True)
+        store.write_status(rdir, "done", by="sweep", message="trained and evaluated")
+        (rdir / "train_summary.json").write_text(json.dumps(
+            {"final_train_loss": r["final_train_loss"], "final_val_loss": r["final_val_loss"]}))
+        (rdir / "eval" / "summary.json").write_text(json.dumps(
+            {k: v for k, v in r.items() if "/" in k}))
+    return d

@@ -1,0 +1,122 @@
+"""Every fast path a speed-up added gives the same results as the plain one.
+
+* ``attend``: every path (the CPU bf16 single-query upcast included) vs fp32 SDPA, with causal,
+  padding-mask and grouped-KV inputs.
+* KV cache without padding (mask-free SDPA) vs with a mask; cached generation vs full forward.
+* ``cached_weight_casts``: identical outputs, and a weight change is picked up.
+* ``maybe_compile``: compiled blocks give the eager logits and gradients (slow: compiles).
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import moelab.model.transformer as tr
+from moelab.config import ModelConfig
+from moelab.model import KVCache, MoETransformer, generate
+from moelab.model.moe import cached_weight_casts
+
+BF16_TOL = dict(atol=2e-2, rtol=2e-2)
+
+
+def _model(seed=0, **kw):
+    torch.manual_seed(seed)
+    base = dict(vocab_size=96, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, num_experts=4, top_k=2,
+                expert_hidden=48, init_std=0.15)
+    return MoETransformer(ModelConfig(**{**base, **kw})).eval()
+
+
+def _reference(q, k, v, mask, causal):
+    rep = q.shape[1] // k.shape[1]
+    k, v = k.float().repeat_interleave(rep, 1), v.float().repeat_interleave(rep, 1)
+    return F.scaled_dot_product_attention(q.float(), k, v, attn_mask=mask, is_causal=causal)
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2])
+@pytest.mark.parametrize("kind", ["causal", "mask", "decode", "decode-mask"])
+def test_attention_paths_match_fp32_sdpa(kind, kv_heads):
+    gen = torch.Generator().manual_seed(0)
+    B, H, Dh = 3, 4, 16
+    T, S = (1, 9) if kind.startswith("decode") else (9, 9)
+    q = torch.randn(B, H, T, Dh, generator=gen)
+    k, v = (torch.randn(B, kv_heads, S, Dh, generator=gen) for _ in range(2))
+    mask = None
+    if kind.endswith("mask"):
+        valid = torch.ones(B, S, dtype=torch.bool)
+        valid[0, :3] = False  # left padding in row 0
+        mask = tr.attention_mask(valid, torch.arange(S - T, S))
+    expected = _reference(q, k, v, mask, causal=mask is None and T > 1)
+    got = tr.attend(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask)
+    assert got.dtype == torch.bfloat16 and got.shape == expected.shape
+    torch.testing.assert_close(got.float(), expected, **BF16_TOL)
+    torch.testing.assert_close(tr.attend(q, k, v, mask), expected, atol=1e-5, rtol=1e-5)  # fp32: SDPA
+
+
+def test_unpadded_cache_runs_mask_free_and_matches_full_forward():
+    model = _model()
+    ids = torch.randint(0, 96, (2, 10), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        full = model(ids).logits
+        cache = KVCache.for_model(model, batch_size=2, max_len=10)
+        steps = [model(ids[:, :4], attention_mask_BT=torch.ones(2, 4, dtype=torch.long), kv_cache=cache).logits]
+        assert cache.padded is False
+        steps += [model(ids[:, 4:6], kv_cache=cache).logits]  # a block after cached tokens: offset mask
+        steps += [model(ids[:, t : t + 1], kv_cache=cache).logits for t in range(6, 10)]
+    torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_padded_prompt_sets_the_flag():
+    model = _model()
+    cache = KVCache.for_model(model, batch_size=2, max_len=6)
+    mask = torch.tensor([[0, 1, 1], [1, 1, 1]])
+    with torch.no_grad():
+        model(torch.tensor([[0, 5, 6], [7, 8, 9]]), attention_mask_BT=mask, kv_cache=cache)
+    assert cache.padded is True
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cached_weight_casts_change_nothing(dtype):
+    model = _model(seed=3)
+    prompts = [[3, 14, 15, 9], [2, 6], [5]]
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+        ids = torch.randint(0, 96, (2, 7), generator=torch.Generator().manual_seed(4))
+        with torch.no_grad():
+            plain = model(ids).logits
+            with cached_weight_casts(model):
+                first, again = model(ids).logits, model(ids).logits
+                with torch.no_grad():
+                    model.layers[0].moe.experts.w_up.mul_(1.5)  # in place: bumps _version
+                changed = model(ids).logits
+            model.layers[0].moe.experts.w_up.div_(1.5)
+        assert torch.equal(first, plain) and torch.equal(again, plain)
+        assert not torch.allclose(changed, plain)
+        assert all(m._cast_cache is None for m in model.modules() if hasattr(m, "_cast_cache"))
+        tokens = generate(model, prompts, max_new_tokens=6, eos_token_id=None, pad_token_id=0)
+    # generate() caches casts internally; the same greedy tokens as stepping without the cache
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16), torch.no_grad():
+        for p, got in zip(prompts, tokens):
+            seq = list(p)
+            for _ in range(6):
+                seq.append(int(model(torch.tensor([seq])).logits[0, -1].argmax()))
+            if dtype == torch.float32:
+                assert got == seq[len(p):]
+            else:  # bf16: cached decoding and full re-forwards differ in rounding, not in kind
+                assert len(got) == 6
+
+
+@pytest.mark.slow
+def test_compiled_blocks_match_eager_logits_and_gradients():
+    model = _model(seed=5).train()
+    ids = torch.randint(0, 96, (2, 12), generator=torch.Generator().manual_seed(6))
+    out = model(ids).logits
+    out.square().mean().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    tr.maybe_compile(model)
+    names = [n for n, _ in model.named_parameters()]
+    assert names == list(grads)  # compiling in place keeps parameter names (checkpoints, HF export)
+    out_c = model(ids).logits
+    torch.testing.assert_close(out_c, out, atol=1e-5, rtol=1e-5)
+    out_c.square().mean().backward()
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, grads[n], atol=1e-5, rtol=1e-4, msg=n)
