@@ -202,13 +202,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings as one line (``moelab: warning: …``), like errors, without the source location."""
+    return f"moelab: warning: {str(message).strip().splitlines()[0] if str(message).strip() else category.__name__}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
+    import errno
+    import warnings
+
+    warnings.formatwarning = _one_line_warning
     try:
         args = build_parser().parse_args(argv)
         return args.func(args) or 0
     except UserError as err:
         print(f"moelab: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # A full disk is not a bug: every write is atomic, so the last complete checkpoint and the
+        # finished files are intact, and the same command resumes once there is space.
+        where = f" ({err.filename})" if err.filename else ""
+        print(f"moelab: error: {err.strerror or 'no space left on device'}{where}; finished work and the last "
+              "complete checkpoint are kept: free some space and run the same command again", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("moelab: interrupted", file=sys.stderr)
         return 130

@@ -209,7 +209,7 @@ def test_bad_arguments_are_user_errors(setup, tmp_path):
     spec["task"] = "moelab_xcheck_lost"
     spec["dataset_kwargs"]["data_files"]["test"] = str(tmp_path / "gone.jsonl")
     (lost / "lost.yaml").write_text(yaml.safe_dump(spec))
-    with pytest.raises(UserError, match="could not read a task's data.*gone.jsonl"):
+    with pytest.raises(UserError, match="could not read a file or dataset.*gone.jsonl"):
         run_lm_eval(setup["model_dir"], ["moelab_xcheck_lost"], include_path=lost)
 
 

@@ -21,10 +21,12 @@ Alignment with moelab's own evaluation (what the cross-check test pins down)
     * **Log-likelihoods.** lm-eval tokenizes ``context + continuation`` as one string and splits the
       ids at the length of the tokenized context; moelab tokenizes prompt and answer separately.
       The ids agree whenever no BPE merge straddles the boundary — always for moelab's byte-level
-      tokenizers when the context ends in a non-space and the continuation starts with a space or
-      a newline (lm-eval moves trailing spaces of the context onto the continuation). Summed
-      log-likelihoods then equal ``-nll`` of :func:`moelab.eval.taskloss.task_loss` (harness task:
-      ``doc_to_text: "{{prompt}}"``, ``doc_to_target: "{{answer}}"``, ``target_delimiter: ""``).
+      tokenizers when the context ends in a non-whitespace character and the continuation starts
+      with a space or a newline (GSM8K-style ``"...Answer:"`` + ``" ..."``). Summed log-likelihoods
+      then equal ``-nll`` of :func:`moelab.eval.taskloss.task_loss` (harness task: ``doc_to_text:
+      "{{prompt}}"``, ``doc_to_target: "{{answer}}"``, ``target_delimiter: ""``). A context that
+      ends in whitespace (HumanEval prompts end in a newline) differs: lm-eval moves the trailing
+      whitespace onto the continuation and scores it too.
     * **Generation.** Both decode greedily, stop at EOS and at the stop strings, and keep at most
       ``max_seq_len - max_new_tokens`` context tokens. lm-eval cuts the decoded text at the stop
       string, moelab drops any token that overlaps it: they differ only when a token straddles the
@@ -41,8 +43,10 @@ local files (``dataset_path: json`` with ``dataset_kwargs: {data_files: ...}``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Sequence
@@ -160,25 +164,26 @@ def run_lm_eval(
             hf_dir = export_hf(model, cfg, Path(tmp) / "hf", tokenizer=tokenizer)
             max_length = cfg.max_seq_len
             del model
-        try:
-            results = lm_eval.simple_evaluate(
-                model="hf",
-                model_args=_model_args(hf_dir, bf16=bf16, max_length=max_length),
-                tasks=tasks,
-                task_manager=manager,
-                num_fewshot=num_fewshot,
-                limit=limit,
-                batch_size=batch_size,
-                device=device,
-                log_samples=log_samples,
-                random_seed=seed,
-                numpy_random_seed=seed,
-                torch_random_seed=seed,
-                fewshot_random_seed=seed,
-            )
-        except OSError as err:  # a task's data file or hub dataset that cannot be read (offline, a typo)
+        try:  # lm-eval prints progress to stdout; keep stdout for our own (--json) output
+            with contextlib.redirect_stdout(sys.stderr):
+                results = lm_eval.simple_evaluate(
+                    model="hf",
+                    model_args=_model_args(hf_dir, bf16=bf16, max_length=max_length),
+                    tasks=tasks,
+                    task_manager=manager,
+                    num_fewshot=num_fewshot,
+                    limit=limit,
+                    batch_size=batch_size,
+                    device=device,
+                    log_samples=log_samples,
+                    random_seed=seed,
+                    numpy_random_seed=seed,
+                    torch_random_seed=seed,
+                    fewshot_random_seed=seed,
+                )
+        except OSError as err:  # a task's data file or hub dataset it cannot read (offline, a typo)
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise UserError(f"lm-eval could not read a task's data: {first}") from None
+            raise UserError(f"lm-eval could not read a file or dataset it needs: {first}") from None
     if results is None:  # non-zero ranks under torchrun
         return {}
     results = dict(results)

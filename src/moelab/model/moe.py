@@ -111,6 +111,10 @@ def _grouped_mm_outside_compile(x_MI: torch.Tensor, w_EIO: torch.Tensor, offs_E:
     return F.grouped_mm(x_MI, w_EIO, offs=offs_E)
 
 
+# Under CPU autocast, experts averaging fewer routed rows than this run in fp32 (see compute_dtype).
+_CPU_MIN_ROWS_PER_EXPERT = 4
+
+
 class GroupedExperts(nn.Module):
     """E SwiGLU experts stored as stacked tensors: ``(silu(x@w_gate) * (x@w_up)) @ w_down``."""
 
@@ -121,11 +125,16 @@ class GroupedExperts(nn.Module):
         self.w_down = nn.Parameter(torch.empty(num_experts, hidden, d_model))
         self._cast_cache: dict | None = None  # see cached_weight_casts
 
-    def compute_dtype(self, device: torch.device) -> torch.dtype:
-        # grouped_mm has no autocast rule, so apply autocast's choice by hand.
-        if torch.is_autocast_enabled(device.type):
-            return torch.get_autocast_dtype(device.type)
-        return self.w_gate.dtype
+    def compute_dtype(self, device: torch.device, num_rows: int) -> torch.dtype:
+        """grouped_mm has no autocast rule, so apply autocast's choice by hand — except on CPU
+        with a few rows per expert (decoding), where the stored fp32 weights are used: CPU bf16
+        kernels repack the weight on every call, which makes them slower than fp32 for a
+        handful of rows (measured, torch 2.13), and fp32 is what autocast falls back to anyway."""
+        if not torch.is_autocast_enabled(device.type):
+            return self.w_gate.dtype
+        if device.type == "cpu" and num_rows < _CPU_MIN_ROWS_PER_EXPERT * self.w_gate.shape[0]:
+            return self.w_gate.dtype
+        return torch.get_autocast_dtype(device.type)
 
     def weights(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``w_gate, w_up, w_down`` in ``dtype``.
@@ -149,7 +158,7 @@ class GroupedExperts(nn.Module):
 
     def forward(self, x_MD: torch.Tensor, offs_E: torch.Tensor) -> torch.Tensor:
         """``x_MD`` rows sorted by expert, ``offs_E`` their cumulative int32 counts."""
-        dtype = self.compute_dtype(x_MD.device)
+        dtype = self.compute_dtype(x_MD.device, x_MD.shape[0])
         w_gate, w_up, w_down = self.weights(dtype)
         x_MD = x_MD.to(dtype)
         gate_MF = grouped_matmul(x_MD, w_gate, offs_E)
@@ -188,7 +197,7 @@ class MoE(nn.Module):
         route = self.router(x_ND)
         plan = dispatch(route.idx_NK, self.num_experts)
         # Cast before the gather: N rows to convert instead of N*K.
-        x_ND = x_ND.to(self.experts.compute_dtype(x_ND.device))
+        x_ND = x_ND.to(self.experts.compute_dtype(x_ND.device, plan.token_S.shape[0]))
         h_SD = self.experts(x_ND[plan.token_S], plan.offs_E)
         # Un-permute back to (token, k) slot order and reduce over k, instead of an index_add_
         # into tokens: same sum, but deterministic on GPU (no float atomics) and each slot's
