@@ -55,7 +55,7 @@ QUICK = dict(d_model=64, layers=2, heads=4, experts=4, top_k=2, expert_hidden=96
              new_tokens=8, prompt_len=8, repeats=2)
 
 
-def build_pair(cfg: ModelConfig, seed: int):
+def build_pair(cfg: ModelConfig, seed: int, device: torch.device):
     from transformers import MixtralForCausalLM
 
     moe = bench.build_model(cfg, torch.device("cpu"), seed=seed)
@@ -64,7 +64,7 @@ def build_pair(cfg: ModelConfig, seed: int):
     missing, unexpected = hf.load_state_dict(state_dict_to_hf(moe.state_dict(), layout="fused"), strict=True)
     assert not missing and not unexpected
     assert hf.config._experts_implementation == "grouped_mm" and hf.config._attn_implementation == "sdpa"
-    return moe, hf
+    return moe.to(device), hf.to(device)
 
 
 # ---------------------------------------------------------------- workloads, one callable per side
@@ -93,7 +93,7 @@ def hf_train_step(hf, x_BT, y_BT, dtype: str):
 
 def hf_score(hf, prompts, answers, dtype: str):
     """Summed answer NLL per item, HF forward keeping only the answer positions' logits."""
-    ids_BT = torch.tensor([[*p, *a] for p, a in zip(prompts, answers)])
+    ids_BT = torch.tensor([[*p, *a] for p, a in zip(prompts, answers)], device=hf.device)
     num_answer = len(answers[0])
     assert all(len(a) == num_answer for a in answers)
     inputs_BT, targets_BA = ids_BT[:, :-1], ids_BT[:, -num_answer:]
@@ -110,7 +110,7 @@ def hf_score(hf, prompts, answers, dtype: str):
 
 
 def hf_generate(hf, prompts, new_tokens: int, dtype: str):
-    ids_BP = torch.tensor(prompts)
+    ids_BP = torch.tensor(prompts, device=hf.device)
     kw = dict(attention_mask=torch.ones_like(ids_BP), max_new_tokens=new_tokens, min_new_tokens=new_tokens,
               do_sample=False, eos_token_id=None, pad_token_id=0)
 
@@ -141,7 +141,7 @@ def moelab_generate(model, prompts, new_tokens: int, dtype: str):
 # ---------------------------------------------------------------- the comparison
 
 
-def alternate(fns: dict[str, callable], *, repeats: int, warmup: int) -> dict[str, list[float]]:
+def alternate(fns: dict[str, callable], device: torch.device, *, repeats: int, warmup: int) -> dict[str, list[float]]:
     """Seconds per call of each function, calling them in turn (warm-up calls first, untimed)."""
     for _ in range(warmup):
         for fn in fns.values():
@@ -149,8 +149,10 @@ def alternate(fns: dict[str, callable], *, repeats: int, warmup: int) -> dict[st
     seconds: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
+            bench.synchronize(device)
             t0 = time.perf_counter()
             fn()
+            bench.synchronize(device)
             seconds[name].append(time.perf_counter() - t0)
     return seconds
 
@@ -172,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precisions", default="fp32,bf16", help="comma list of fp32, bf16 (autocast)")
     p.add_argument("--workloads", default="train,score,generate")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
     p.add_argument("--json", help="also write the full results to this file")
+    p.set_defaults(repeats=5)
     args = p.parse_args(argv)
     if args.quick:
         for k, v in QUICK.items():
@@ -190,15 +194,16 @@ def main(argv: list[str] | None = None) -> int:
     cfg = cfg.model_copy(update={"max_seq_len": max(args.seq, args.prompt_len + args.new_tokens)})
     spec = bench.BenchSpec(mode="score", cfg=cfg, batch=args.batch, seq=args.seq, new_tokens=args.new_tokens,
                            prompt_len=args.prompt_len, seed=args.seed)
-    moe, hf = build_pair(cfg, args.seed)
+    device = bench.resolve_device(args.device)
+    moe, hf = build_pair(cfg, args.seed, device)
     gen = torch.Generator().manual_seed(args.seed + 1)
-    ids = torch.randint(0, cfg.vocab_size, (args.batch, args.seq + 1), generator=gen)
+    ids = torch.randint(0, cfg.vocab_size, (args.batch, args.seq + 1), generator=gen).to(device)
     x_BT, y_BT = ids[:, :-1], ids[:, 1:]
     prompts_s, answers_s = bench.score_items(spec, cfg.vocab_size)
     prompts_g = bench.generate_prompts(spec, cfg.vocab_size)
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC  {bench.cpu_model()}  threads={torch.get_num_threads()}"
+    print(f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC  {bench.device_name(device)}"
           f"  load={load:.2f}  torch {torch.__version__}")
     print(f"# {bench.model_summary(cfg)['name']}  seq={args.seq} batch={args.batch}  "
           f"generate: prompt {args.prompt_len} + {args.new_tokens} new")
@@ -216,8 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         for prec in precisions:
             if work == "train":
                 # Fresh copies per precision, so both sides start from the same weights.
-                moe, hf = build_pair(cfg, args.seed)
-                fns = {"moelab": bench.train_step_fn(moe, (x_BT, y_BT), torch.device("cpu"), prec),
+                moe, hf = build_pair(cfg, args.seed, device)
+                fns = {"moelab": bench.train_step_fn(moe, (x_BT, y_BT), device, prec),
                        "hf": hf_train_step(hf, x_BT, y_BT, prec)}
             elif work == "score":
                 fns = {"moelab": moelab_score(moe, prompts_s, answers_s, args.seq, prec),
@@ -225,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 fns = {"moelab": moelab_generate(moe, prompts_g, args.new_tokens, prec),
                        "hf": hf_generate(hf, prompts_g, args.new_tokens, prec)}
-            secs = alternate(fns, repeats=args.repeats, warmup=args.warmup)
+            secs = alternate(fns, device, repeats=args.repeats, warmup=args.warmup)
             per[prec] = {side: {"seconds": s, "tokens_per_s": tokens[work] / statistics.median(s)}
                          for side, s in secs.items()}
             print(f"{work:9s} {prec:5s} moelab {per[prec]['moelab']['tokens_per_s']:9.0f} tok/s   "

@@ -58,9 +58,10 @@ def cmd_params(args) -> int:
 
 def cmd_train(args) -> int:
     from moelab.config import load_run_config
+
+    cfg = load_run_config(args.config)  # a bad config fails before torch is imported
     from moelab.train.trainer import train
 
-    cfg = load_run_config(args.config)
     summary = train(cfg, Path(args.out), progress=not args.quiet, max_steps_this_call=args.stop_after)
     if args.json:
         _print_json(summary)

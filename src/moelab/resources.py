@@ -57,7 +57,7 @@ class MemoryEstimate:
 
 
 def human_bytes(n: float) -> str:
-    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+    for unit, scale in (("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if n >= scale:
             return f"{n / scale:.1f} {unit}"
     return f"{int(n)} B"
@@ -136,7 +136,7 @@ def _cgroup_limit() -> int | None:
 
 def available_memory(device) -> int | None:
     """Bytes available for a new run on ``device`` (a torch.device or its type), or None if unknown."""
-    kind = getattr(device, "type", str(device))
+    kind = getattr(device, "type", str(device).split(":")[0])
     if kind == "cuda":
         import torch
 
@@ -161,7 +161,7 @@ def check_fits(cfg: RunConfig, device, *, world: int = 1, available: int | None 
 
     ``available`` overrides the query (tests). Returns the estimate in bytes.
     """
-    kind = getattr(device, "type", str(device))
+    kind = getattr(device, "type", str(device).split(":")[0])
     est = memory_breakdown(cfg, device_type=kind, world=world)
     have = available if available is not None else available_memory(device)
     if have is not None and est.total > have:

@@ -17,7 +17,7 @@ import pytest
 import torch
 import yaml
 
-from rel_helpers import TINY_WORLD, moelab, snapshot, tiny_run
+from rel_helpers import make_fake_run, moelab, snapshot, tiny_run
 
 
 @dataclass
@@ -148,13 +148,11 @@ CASES = [
     # ---- moelab train: the run config
     Case("train-truncated-yaml", "invalid YAML", _train("model:\n  d_model: [64,\n  n_layers: 2\n")),
     Case("train-not-utf8", "not UTF-8", _train(b"model:\n  d_model: 64\n  \xff\xfe\n")),
-    Case("train-top-level-list", "expected a mapping", _train("- model\n- train\n")),
     Case("train-wrong-type", "model.d_model", _train(tiny_run(model={"d_model": "big"}))),
     Case("train-unknown-key", "did you mean 'steps'", _train(tiny_run(train={"stpes": 5}))),
     Case("train-k-greater-than-e", "top_k=4 exceeds num_experts=2",
          _train(tiny_run(model={"num_experts": 2, "top_k": 4}))),
     Case("train-zero-steps", "train.steps", _train(tiny_run(train={"steps": 0}))),
-    Case("train-seq-len-over-max", "exceeds model.max_seq_len", _train(tiny_run(data={"seq_len": 64}))),
     Case("train-no-cuda", "no CUDA device", _train(tiny_run(train={"device": "cuda"}))),
     Case("train-source-missing", "no such file", _train(tiny_run(data={"sources": [
         {"kind": "text", "path": "/no/such/corpus.txt"}]}))),
@@ -165,7 +163,6 @@ CASES = [
         lambda d, a: _train(tiny_run())(d, a)[0][:3] + [d / "afile" / "sub", "--quiet"])),
     Case("train-out-holds-other-run", "different run", _different_run),
     # ---- moelab plan / sweep: the study
-    Case("plan-zero-budget", "budget must be positive", _plan({**SMALL_STUDY, "tokens": [], "budgets": [0]})),
     Case("plan-negative-budget", "budget must be positive", _plan({**SMALL_STUDY, "tokens": [], "budgets": [-1e12]})),
     Case("plan-wrong-type", "grid.top_k", _plan({**SMALL_STUDY, "grid": {"top_k": ["two"]}})),
     Case("plan-unknown-key", "did you mean 'num_experts'", _plan({**SMALL_STUDY, "grid": {"num_expert": [8]}})),
@@ -194,11 +191,8 @@ CASES = [
     Case("import-hf-pickle-only", "only pickle weights", lambda d, a: _hf_dir(_mixtral_config(), "bin")(d, a)),
     Case("export-hf-out-under-a-file", "not a directory", _under_a_file(
         lambda d, a: ["export-hf", a / "run" / "model", d / "afile" / "hf"])),
-    Case("generate-model-missing", "no such file or directory",
-         lambda d, a: (["generate", "--model", d / "nope", "--prompt", "hi"], None)),
     # ---- post-training and sampling
     Case("grpo-group-size-1", "group_size must be at least 2", _grpo("--group-size", "1")),
-    Case("grpo-temperature-0", "temperature must be > 0", _grpo("--temperature", "0")),
     Case("grpo-unknown-task", "unknown task", _grpo("--task", "nope")),
     Case("grpo-out-under-a-file", "not a directory", _under_a_file(
         lambda d, a: _grpo("--out", d / "afile" / "sub")(d, a)[0])),
@@ -215,22 +209,8 @@ CASES = [
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory) -> Path:
     """A fake pretraining run (config.yaml with a tiny world, model/) and a results.csv to advise on."""
-    from moelab.config import ModelConfig, RunConfig, dump_yaml
-    from moelab.data.tokenizer import train_tokenizer
-    from moelab.data.world import build_world
-    from moelab.model.transformer import MoETransformer
-    from moelab.modelio import save_model_dir
-
     root = tmp_path_factory.mktemp("assets")
-    run = root / "run"
-    run.mkdir()
-    cfg = RunConfig.model_validate({"data": {"world": TINY_WORLD}})
-    (run / "config.yaml").write_text(dump_yaml(cfg))
-    tok = train_tokenizer(build_world(cfg.data.world).documents(), vocab_size=300)
-    torch.manual_seed(0)
-    mcfg = ModelConfig(vocab_size=len(tok), d_model=32, n_layers=1, n_heads=2, num_experts=2, top_k=1,
-                       max_seq_len=96)
-    save_model_dir(MoETransformer(mcfg), mcfg, tok, run / "model")
+    make_fake_run(root)
     (root / "results.csv").write_text(
         "run_id,status,budget,d_model,num_experts,top_k,total_params,active_params,train_flops,"
         "accuracy/reasoning/heldout\n"

@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,7 +21,9 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from rel_helpers import ENV, MOELAB, make_fake_run, moelab, run_and_kill_at, tiny_run
+from moelab.train.checkpoint import latest_complete, step_dirs
+
+from rel_helpers import make_fake_run, moelab, run_and_kill_at, tiny_run
 
 SEED = int(os.environ.get("MOELAB_TEST_SEED", random.randrange(10**6)))
 _TIMING = ("tokens_per_s", "elapsed_s")
@@ -86,8 +86,6 @@ def test_train_killed_in_a_step_a_checkpoint_write_and_validation_resumes_bitwis
     run_and_kill_at(argv, "train-step", step, marker)
     status = _status(run)
     assert status["state"] == "running" and status["step"] <= step, (status, why)
-    from moelab.train.checkpoint import latest_complete, step_dirs
-
     assert [s for s, _ in step_dirs(run)][-1] == step // every * every, why
 
     # 2. inside a checkpoint write: the temp directory holds the data files, not the manifest
@@ -115,26 +113,22 @@ def test_train_killed_in_a_step_a_checkpoint_write_and_validation_resumes_bitwis
     assert json.loads((run / "train_summary.json").read_text())["steps"] == steps
 
 
-@pytest.mark.parametrize("damage", ["bit-flip", "truncate"])
-def test_train_warns_about_a_corrupt_checkpoint_and_resumes_from_the_previous_one(tmp_path, train_reference, damage):
+def test_train_warns_about_a_corrupt_checkpoint_and_resumes_from_the_previous_one(tmp_path, train_reference):
+    """A bit flipped in the newest checkpoint (truncation and the library path: tests/train)."""
     cfg, reference = train_reference
     run = tmp_path / "run"
     res = moelab("train", cfg, "--out", run, "--quiet", "--stop-after", 12)
     assert res.returncode == 0, res.stderr[-2000:]
     weights = run / "checkpoints" / "step-12" / "model.safetensors"
     data = bytearray(weights.read_bytes())
-    if damage == "bit-flip":
-        data[len(data) // 2] ^= 0x10
-    else:
-        data = data[: len(data) // 3]
+    data[len(data) // 2] ^= 0x10
     weights.write_bytes(bytes(data))
 
     res = moelab("train", cfg, "--out", run, "--quiet")
     assert res.returncode == 0, res.stderr[-2000:]
     lines = res.stderr.strip().splitlines()
-    reason = "checksum mismatch" if damage == "bit-flip" else "bytes, manifest says"
     assert len(lines) == 1 and lines[0].startswith("moelab: warning: skipping corrupt checkpoint: "), res.stderr
-    assert "step-12" in lines[0] and reason in lines[0], lines[0]
+    assert "step-12" in lines[0] and "checksum mismatch" in lines[0], lines[0]
     # it went on from step 9, the previous complete checkpoint, and replayed steps 10-12 exactly
     ref = reference()
     assert _same_weights(run / "model", ref / "model")

@@ -43,10 +43,12 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-from moelab.data.world import Task, TaskItem
 from moelab.errors import UserError
+
+if TYPE_CHECKING:  # moelab.data pulls in torch and transformers: not at CLI start-up (parser building)
+    from moelab.data.world import Task, TaskItem
 
 __all__ = [
     "CodeResult",
@@ -290,6 +292,8 @@ def code_pass_at_k(
     See the module docstring for the pipeline; :func:`sample_code` and :func:`score_code` are its
     two halves (``score_code`` alone scores completions from anywhere).
     """
+    from moelab.data.world import Task
+
     if isinstance(task_or_items, Task):
         if split not in task_or_items.splits:
             raise UserError(f"task '{task_or_items.name}' has no split '{split}'")

@@ -97,7 +97,7 @@ def grouped_matmul(x_MI: torch.Tensor, w_EIO: torch.Tensor, offs_E: torch.Tensor
     if pad_in or pad_out:
         x_MI = F.pad(x_MI, (0, pad_in))
         w_EIO = F.pad(w_EIO, (0, pad_out, 0, pad_in))
-    if torch.compiler.is_compiling() and x_MI.dtype != torch.bfloat16:
+    if torch.compiler.is_compiling() and (x_MI.dtype != torch.bfloat16 or x_MI.device.type == "cpu"):
         out_MO = _grouped_mm_outside_compile(x_MI.contiguous(), w_EIO.contiguous(), offs_E)
     else:
         out_MO = F.grouped_mm(x_MI.contiguous(), w_EIO.contiguous(), offs=offs_E)

@@ -83,7 +83,9 @@ def attention_mask(key_valid_BS: torch.Tensor, query_slot_T: torch.Tensor) -> to
     return allowed_BTS[:, None]
 
 
-def attend(q_BHTDh: torch.Tensor, k_BHSDh: torch.Tensor, v_BHSDh: torch.Tensor, mask_B1TS: torch.Tensor | None) -> torch.Tensor:
+def attend(
+    q_BHTDh: torch.Tensor, k_BHSDh: torch.Tensor, v_BHSDh: torch.Tensor, mask_B1TS: torch.Tensor | None
+) -> torch.Tensor:
     """Scaled dot-product attention, ``[B,H,T,Dh]``; k/v may have fewer (grouped) heads.
 
     No mask means every key is real: causal for a fresh block of T > 1 tokens, and a single new
@@ -260,8 +262,16 @@ def maybe_compile(model: MoETransformer, enabled: bool = True, **compile_kwargs)
 
     Blocks rather than the whole model, so parameter names, ``hidden_states``, ``lm_logits`` and
     generation keep working unchanged (``nn.Module.compile`` swaps in a compiled forward).
+    Measured on the 2-core CPU (reference configuration, ``moelab bench``): ~8-10% faster bf16
+    training and scoring, no gain for decoding, 15-60 s of compilation first.
     """
     if enabled:
+        import torch._dynamo
+
+        # The blocks share one forward, so each block instance, shape (prefill, decode) and
+        # KV-cache length regime is a cache entry of the same code: allow that many.
+        limit = torch._dynamo.config.recompile_limit
+        torch._dynamo.config.recompile_limit = max(limit, 8 * len(model.layers))
         for layer in model.layers:
             layer.compile(**compile_kwargs)
     return model

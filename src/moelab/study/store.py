@@ -8,7 +8,8 @@ Tables of ``study.duckdb``:
 
 * ``runs`` — one row per planned run (infeasible and pending ones included), keyed by
   ``run_id``: ``status``, the plan columns (``PlannedRun.row()``), the run's status
-  details (``error``, ``diverged_step``, ``step``, ``total_steps``), its train summary
+  details (``error``, ``diverged_step``, ``last_finite_step``, ``last_finite_loss``, ``step``,
+  ``total_steps``), its train summary
   (keys that clash with a plan column get a ``train_`` prefix), its flat evaluation
   summary (nested keys joined with ``/``), and ``config`` (the run's effective config, JSON).
 * ``train_metrics`` — every record of every ``metrics.jsonl``: ``run_id, step, kind`` and one
@@ -136,8 +137,8 @@ def plan_row(run) -> dict:
 _STATUS_COLUMNS = {"message": "error", "step": "step", "total_steps": "total_steps", "updated": "status_updated",
                    "seconds": "run_seconds"}
 # Every runs row has these (None when not applicable), so queries on them work before any run ends.
-_STABLE = {"error": None, "diverged_step": None, "step": None, "total_steps": None, "status_updated": None,
-           "run_seconds": None}
+_STABLE = {"error": None, "diverged_step": None, "last_finite_step": None, "last_finite_loss": None, "step": None,
+           "total_steps": None, "status_updated": None, "run_seconds": None}
 # Train-summary keys that repeat the plan (or are bookkeeping): left out of the runs table.
 _SUMMARY_SKIP = {"name", "state", "model_dir", "model_name", "d_model", "num_experts", "top_k", "total_params",
                  "active_params"}
@@ -170,6 +171,9 @@ def collect(out: str | Path) -> tuple[list[dict], list[dict], list[dict]]:
                 row["error"] = None
             if row["status"] == "diverged":
                 row["diverged_step"] = status.get("step")
+                last = status.get("last_finite")  # the trainer's metrics of the last finite step
+                if isinstance(last, dict):
+                    row["last_finite_step"], row["last_finite_loss"] = last.get("step"), last.get("loss")
             summary = _read_json(rdir / "train_summary.json")
             if isinstance(summary, dict):
                 for key, value in flatten(summary).items():
@@ -278,6 +282,7 @@ def rebuild_store(out: str | Path) -> Path:
     evals_tbl = to_arrow(evaluations, ["run_id", "key", "value", "text"])
     study_name = _study_name(out)
 
+    _remove_dead_writers_temps(out)
     tmp = out / f".{STORE_FILE}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
         con = duckdb.connect(str(tmp))
@@ -289,7 +294,7 @@ def rebuild_store(out: str | Path) -> Path:
             con.execute("ALTER TABLE runs ADD PRIMARY KEY (run_id)")
             # all-missing columns arrive as DOUBLE; these are counts
             con.execute("ALTER TABLE train_metrics ALTER COLUMN step TYPE BIGINT")
-            for col in ("step", "total_steps", "diverged_step"):
+            for col in ("step", "total_steps", "diverged_step", "last_finite_step"):
                 con.execute(f"ALTER TABLE runs ALTER COLUMN {col} TYPE BIGINT")
             con.execute("CREATE TABLE study (name VARCHAR, num_runs BIGINT, rebuilt_at VARCHAR)")
             con.execute("INSERT INTO study VALUES (?, ?, ?)",
@@ -305,6 +310,24 @@ def rebuild_store(out: str | Path) -> Path:
         pq.write_table(runs_tbl, ptmp)
     atomic_write_text(out / CSV_FILE, rows_to_csv([{k: v for k, v in r.items() if k != "config"} for r in runs]))
     return out / STORE_FILE
+
+
+def _remove_dead_writers_temps(out: Path) -> None:
+    """Delete the temp databases (and WAL files) of rebuilds killed before their rename: the writer's
+    PID is in the name, so a temp file of a rebuild still running elsewhere is left alone."""
+    for p in out.glob(f".{STORE_FILE}.*.tmp*"):
+        try:
+            pid = int(p.name.split(".")[3])
+        except (IndexError, ValueError):
+            continue
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            p.unlink(missing_ok=True)
+        except PermissionError:  # alive, someone else's
+            pass
 
 
 def _study_name(out: Path) -> str | None:

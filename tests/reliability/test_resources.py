@@ -1,0 +1,134 @@
+"""Resources: a run that cannot fit in memory is refused with the estimate before anything is written
+or allocated; a full disk during checkpointing fails the run cleanly and keeps the last checkpoint."""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+
+from moelab import accounting
+from moelab.config import RunConfig
+from moelab.errors import UserError
+from moelab.resources import (available_memory, check_fits, effective_model, estimate_training_memory, human_bytes,
+                              memory_breakdown)
+
+from rel_helpers import ENV, moelab, tiny_run
+
+HUGE = tiny_run(model={"d_model": 65536, "n_heads": 512, "n_layers": 16, "num_experts": 64, "top_k": 2,
+                       "max_seq_len": 4096},
+                data={"seq_len": 4096}, train={"batch_size": 64, "device": "cpu"})
+
+
+def test_the_estimate_counts_parameters_grads_adam_and_logits_exactly():
+    cfg = RunConfig.model_validate(tiny_run(train={"batch_size": 8, "grad_accum": 2}))
+    est = memory_breakdown(cfg)
+    n = accounting.total_params(effective_model(cfg))
+    assert (est.weights, est.grads, est.optimizer) == (4 * n, 4 * n, 8 * n)
+    micro_tokens = 4 * cfg.data.seq_len  # batch 8 / grad_accum 2
+    assert est.logits == 3 * 4 * micro_tokens * effective_model(cfg).vocab_size
+    assert estimate_training_memory(cfg) == est.total
+    # FSDP shards the parameter-sized states; DDP does not
+    fsdp = RunConfig.model_validate(tiny_run(train={"batch_size": 8, "distributed": "fsdp"}))
+    assert memory_breakdown(fsdp, world=4).weights == -(-4 * n // 4)
+    assert memory_breakdown(cfg, world=4).weights == 4 * n
+
+
+@pytest.mark.parametrize("model", [
+    {"num_experts": 1, "top_k": 1},  # dense
+    {"num_experts": 8, "top_k": 2},
+    {"d_model": 64, "num_experts": 16, "top_k": 4},
+])
+def test_the_activation_estimate_bounds_what_autograd_saves(model):
+    """Oracle: the bytes autograd actually saves for the backward of one micro-batch (every tensor a
+    ``saved_tensors_hooks`` pack sees, parameters excluded, storages counted once) plus the live logits."""
+    from moelab.model.transformer import MoETransformer
+    from moelab.train.trainer import _aux_losses
+
+    cfg = RunConfig.model_validate(tiny_run(model=model))
+    net = MoETransformer(effective_model(cfg)).train()
+    params = {p.untyped_storage().data_ptr() for p in net.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(t):
+        if t.untyped_storage().data_ptr() not in params:
+            saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    x_BT = torch.randint(0, net.cfg.vocab_size, (cfg.train.batch_size, cfg.data.seq_len))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = net(x_BT)
+        F.cross_entropy(out.logits.float().flatten(0, 1), x_BT.flatten())
+        _aux_losses(out.router, net.cfg.top_k)
+    measured = sum(saved.values()) + out.logits.numel() * 4
+    est = memory_breakdown(cfg)
+    assert 0.8 * measured <= est.activations + est.logits <= 2.5 * measured, (est, measured)
+
+
+def test_check_fits_names_the_estimate():
+    cfg = RunConfig.model_validate(tiny_run())
+    need = estimate_training_memory(cfg)
+    assert check_fits(cfg, torch.device("cpu"), available=need) == need
+    with pytest.raises(UserError, match=r"needs an estimated .* \(weights .*, grads .*, Adam .*, activations .*, "
+                                        r"logits .*\).* but only 1\.0 KiB is available on cpu"):
+        check_fits(cfg, torch.device("cpu"), available=1024)
+    have = available_memory(torch.device("cpu"))
+    assert have is None or 0 < have < 2**50
+
+
+def test_an_absurdly_large_model_is_refused_before_anything_is_written_or_allocated(tmp_path):
+    cfg, out = tmp_path / "huge.yaml", tmp_path / "out"
+    cfg.write_text(yaml.safe_dump(HUGE))
+    started = time.monotonic()
+    res = moelab("train", cfg, "--out", out, "--quiet")
+    took = time.monotonic() - started
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 1, res.stderr[-2000:]
+    need = estimate_training_memory(RunConfig.model_validate(HUGE))
+    assert f"needs an estimated {human_bytes(need)} of memory" in lines[0] and "available on cpu" in lines[0], lines[0]
+    assert need > 100 * 2**40
+    assert not out.exists()  # nothing written
+    # nothing allocated: the child's peak resident memory stayed far below even one layer's experts
+    peak_bytes = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    assert peak_bytes < 4 * 2**30, peak_bytes
+    assert took < 120
+
+
+DISK_FULL_AT_SECOND_CHECKPOINT = r"""
+import errno, sys
+import torch
+from moelab.train import checkpoint
+real_save, calls = torch.save, {"n": 0}
+def save(obj, path, *a, **k):  # optim.pt of the second checkpoint hits a full disk
+    calls["n"] += 1
+    if calls["n"] == 2:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    return real_save(obj, path, *a, **k)
+checkpoint.torch.save = save
+from moelab.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_full_disk_while_checkpointing_fails_cleanly_and_keeps_the_previous_checkpoint(tmp_path):
+    cfg, run = tmp_path / "run.yaml", tmp_path / "run"
+    cfg.write_text(yaml.safe_dump(tiny_run(train={"steps": 10, "checkpoint_every": 5, "eval_every": 10})))
+    res = subprocess.run([sys.executable, "-c", DISK_FULL_AT_SECOND_CHECKPOINT, "train", str(cfg), "--out", str(run),
+                          "--quiet"], capture_output=True, text=True, env=ENV, timeout=300)
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 1 and len(lines) == 1 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert "No space left on device" in lines[0] and "run the same command again" in lines[0]
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "failed" and "No space left" in status["message"] and status["step"] == 10
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-5"]  # no half-written step-10
+    res = moelab("train", cfg, "--out", run, "--quiet")  # space is back: resume from step 5
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads((run / "status.json").read_text())["state"] == "done"
+    assert json.loads((run / "train_summary.json").read_text())["steps"] == 10
