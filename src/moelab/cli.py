@@ -194,12 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     import importlib
 
     for module, name in (("moelab.eval.cli", "add_eval_commands"), ("moelab.posttrain.cli", "add_posttrain_commands"),
-                         ("moelab.study.cli", "add_study_commands"), ("moelab.analysis.cli", "add_analysis_commands")):
-        try:
-            add = getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError):  # TEMP while modules land
-            continue
-        add(sub)
+                         ("moelab.study.cli", "add_study_commands"), ("moelab.analysis.cli", "add_analysis_commands"),
+                         ("moelab.bench", "add_bench_command")):
+        getattr(importlib.import_module(module), name)(sub)
     return p
 
 
