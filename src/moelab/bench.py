@@ -52,10 +52,7 @@ from moelab import accounting
 from moelab.config import ModelConfig, TrainConfig, validate
 from moelab.errors import UserError
 
-MODES = ("train", "score", "generate")
-
-# The issue-7 reference configuration (also benchmarks/compare_hf.py's).
-REFERENCE = dict(d_model=256, n_layers=4, n_heads=4, num_experts=16, top_k=2, expert_hidden=512, vocab_size=8192)
+from moelab.bench_cli import MODES, REFERENCE  # noqa: F401  (re-exported)
 
 
 @dataclass
@@ -314,26 +311,6 @@ def cpu_model() -> str:
 # ---------------------------------------------------------------- command line
 
 
-def add_model_options(p: argparse.ArgumentParser) -> None:
-    """Model and workload options shared by ``moelab bench`` and ``benchmarks/compare_hf.py``."""
-    r = REFERENCE
-    p.add_argument("--d-model", type=int, default=r["d_model"])
-    p.add_argument("--layers", type=int, default=r["n_layers"])
-    p.add_argument("--heads", type=int, default=r["n_heads"])
-    p.add_argument("--kv-heads", type=int, default=None, help="default: --heads (full multi-head attention)")
-    p.add_argument("--experts", type=int, default=r["num_experts"])
-    p.add_argument("--top-k", type=int, default=r["top_k"])
-    p.add_argument("--expert-hidden", type=int, default=r["expert_hidden"])
-    p.add_argument("--vocab", type=int, default=r["vocab_size"])
-    p.add_argument("--seq", type=int, default=256, help="train/score sequence length")
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--new-tokens", type=int, default=128, help="generate: new tokens per row")
-    p.add_argument("--prompt-len", type=int, default=32, help="generate: prompt tokens per row")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--warmup", type=int, default=1)
-
-
 def model_config_from_args(args, source: str = "bench") -> ModelConfig:
     fields = dict(d_model=args.d_model, n_layers=args.layers, n_heads=args.heads, n_kv_heads=args.kv_heads,
                   num_experts=args.experts, top_k=args.top_k, expert_hidden=args.expert_hidden,
@@ -358,20 +335,11 @@ def cmd_bench(args) -> int:
     return 0
 
 
-def add_bench_command(subparsers) -> None:
-    """Register ``moelab bench train|score|generate`` on the CLI's subparsers."""
-    s = subparsers.add_parser("bench", help="throughput, model FLOP/s, MFU and peak memory of train/score/generate")
-    s.add_argument("mode", choices=MODES)
-    add_model_options(s)
-    s.add_argument("--dtype", choices=("fp32", "bf16"), default=None,
-                   help="bf16 = autocast over fp32 weights (default: bf16 on CUDA, fp32 on CPU)")
-    s.add_argument("--compile", action="store_true", help="torch.compile the transformer blocks")
-    s.add_argument("--device", default="auto")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(func=_cmd_bench_defaults)
-
-
 def _cmd_bench_defaults(args) -> int:
     if args.dtype is None:
         args.dtype = "bf16" if resolve_device(args.device).type == "cuda" else "fp32"
     return cmd_bench(args)
+
+
+# The parser half lives in moelab.bench_cli so that building the CLI never imports torch.
+from moelab.bench_cli import add_bench_command, add_model_options  # noqa: E402,F401

@@ -195,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for module, name in (("moelab.eval.cli", "add_eval_commands"), ("moelab.posttrain.cli", "add_posttrain_commands"),
                          ("moelab.study.cli", "add_study_commands"), ("moelab.analysis.cli", "add_analysis_commands"),
-                         ("moelab.bench", "add_bench_command")):
+                         ("moelab.bench_cli", "add_bench_command")):
         getattr(importlib.import_module(module), name)(sub)
     return p
 
