@@ -221,8 +221,9 @@ def assets(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def outcomes(assets, tmp_path_factory, request) -> dict:
     """Run the selected cases concurrently: id -> (CompletedProcess, watched path, snapshot before)."""
+    # other test files parametrise a `case` too (with plain values): keep only this file's cases
     selected = {item.callspec.params["case"].id for item in request.session.items
-                if hasattr(item, "callspec") and "case" in item.callspec.params}
+                if hasattr(item, "callspec") and isinstance(item.callspec.params.get("case"), Case)}
     prepared = {}
     for case in CASES:
         if case.id not in selected:
