@@ -18,12 +18,7 @@ WORLD = {"num_people": 12, "reasoning_train_items": 20, "reasoning_eval_items": 
          "bio_paraphrases": 1}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

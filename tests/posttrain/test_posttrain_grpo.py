@@ -19,13 +19,7 @@ from moelab.posttrain.grpo import CONFIG_FILE, GRPOConfig, grpo, load_grpo_confi
 TARGET = "C"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny models are dominated by threading overhead; one thread is several times faster on CPU.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -13,13 +13,7 @@ from moelab.model.transformer import MoETransformer
 from moelab.ttc.sampling import SAMPLES_FILE, SUMMARY_FILE, recompute_from_jsonl, sample_task
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny models are dominated by threading overhead; one thread is several times faster on CPU.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
