@@ -253,6 +253,19 @@ class GridConfig(_Strict):
         return self
 
 
+class TTCSection(_Strict):
+    """A study's ``ttc:`` section: repeated sampling of every trained model on one task."""
+
+    task: str = "reasoning"
+    samples: int = Field(16, gt=0)
+    split: str = "heldout"
+    limit: int | None = Field(None, gt=0)
+    temperature: float = Field(0.6, gt=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_new_tokens: int = Field(48, gt=0)
+    seed: int = 0
+
+
 class StudyConfig(_Strict):
     """An iso-FLOP family: budgets × grid, each member trained on C / (6·N_active) tokens."""
 
@@ -267,6 +280,9 @@ class StudyConfig(_Strict):
         "fixed", description="'per_k': expert width = ffn_mult·d / k, so top-k varies at fixed active parameters")
     max_memory_gb: float = Field(16.0, gt=0, description="runs whose memory estimate exceeds this are infeasible")
     base: RunConfig = Field(default_factory=RunConfig)
+    posttrain: dict | None = Field(
+        None, description="GRPO options (moelab.posttrain.grpo.GRPOConfig) applied to every trained model")
+    ttc: TTCSection | None = None
 
     @model_validator(mode="after")
     def _check(self) -> "StudyConfig":

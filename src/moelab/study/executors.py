@@ -57,6 +57,8 @@ class Job:
     config: dict  # RunConfig.model_dump(mode="json")
     threads: int = 1
     uses_cuda: bool = False
+    posttrain: dict | None = None  # the study's GRPO options, applied after evaluation
+    ttc: dict | None = None  # the study's test-time-compute section
 
 
 # ---------------------------------------------------------------- the worker side
@@ -108,6 +110,10 @@ def run_job(job: Job, progress: bool = False) -> dict:
                              host=base["host"])
             summary = train(cfg, rdir, progress=progress)
             evaluation = evaluate_run(rdir, cfg, progress=progress)
+            if job.ttc:
+                sample_run(rdir, cfg, job.ttc)
+            if job.posttrain:
+                posttrain_run(rdir, cfg, job.posttrain, progress=progress)
         except Diverged as err:
             return base | {"status": "diverged", "step": err.step, "error": str(err),
                            "seconds": time.time() - started}
@@ -122,6 +128,52 @@ def run_job(job: Job, progress: bool = False) -> dict:
                        "summary": _scalars(summary), "evaluation": _scalars(evaluation)}
     finally:
         lock.release()
+
+
+def sample_run(rdir: Path, cfg, section: dict) -> Path:
+    """Test-time compute for one trained run, once: ``rdir/ttc/<task>-n<N>/{samples.jsonl, ttc.json}``."""
+    from moelab.config import TTCSection
+    from moelab.data.world import build_world
+    from moelab.eval.tasks import get_task, task_label
+    from moelab.modelio import load_model
+    from moelab.ttc.sampling import sample_task
+
+    t = TTCSection.model_validate(section)
+    out = rdir / "ttc" / f"{task_label(t.task).replace('/', '_').replace(':', '_')}-n{t.samples}"
+    if (out / "ttc.json").is_file():
+        return out
+    model, tok, _ = load_model(rdir)
+    task = get_task(t.task, build_world(cfg.data.world))
+    result = sample_task(model, tok, task, samples=t.samples, split=t.split, limit=t.limit,
+                         temperature=t.temperature, top_p=t.top_p, max_new_tokens=t.max_new_tokens, seed=t.seed)
+    result.write(out)
+    return out
+
+
+def posttrain_run(rdir: Path, cfg, section: dict, *, progress: bool = False) -> dict:
+    """GRPO on one trained run (resumable), then the same evaluation suite on the post-trained
+    model: ``rdir/grpo/model`` and ``rdir/grpo/eval/summary.json`` (the store's ``+grpo`` row)."""
+    import json
+
+    from moelab.atomic import atomic_write_json
+    from moelab.data.world import build_world
+    from moelab.eval.gaps import evaluate_model
+    from moelab.eval.tasks import get_task
+    from moelab.modelio import load_model
+    from moelab.posttrain.grpo import grpo, load_grpo_config
+
+    gdir = rdir / "grpo"
+    cached = gdir / "eval" / "summary.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
+    gcfg = load_grpo_config({**section, "model": str(rdir)}, "posttrain")
+    world = build_world(cfg.data.world)
+    grpo(gcfg, gdir, task=get_task(gcfg.task, world), world=world, progress=progress)
+    model, tok, _ = load_model(gdir / "model")
+    train_summary = json.loads((rdir / "train_summary.json").read_text())
+    evaluation = evaluate_model(model, tok, world, cfg.eval, train_summary=train_summary)
+    atomic_write_json(cached, evaluation)
+    return evaluation
 
 
 def _scalars(d) -> dict:

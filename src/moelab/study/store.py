@@ -200,6 +200,14 @@ def collect(out: str | Path) -> tuple[list[dict], list[dict], list[dict]]:
                                | {k: v for k, v in rec.items() if k not in ("run_id", "step", "kind")})
         row["config"] = json.dumps(config, sort_keys=True) if config is not None else None
         runs.append(row)
+        post = _read_json(rdir / "grpo" / "eval" / "summary.json") if planned.get("feasible") else None
+        if isinstance(post, dict):  # the post-trained variant, linked to its pretrained run
+            variant = {k: v for k, v in row.items() if "/" not in k and not k.startswith("pretrain_")}
+            variant |= {"run_id": f"{rid}+grpo", "base_run_id": rid, "posttrain": "grpo", "status": "done"}
+            for key, value in flatten(post).items():
+                evaluations.append({"run_id": f"{rid}+grpo", "key": key} | _eval_value(value))
+                variant[key if key not in variant else f"eval/{key}"] = value
+            runs.append(variant)
     ids = [r["run_id"] for r in runs]
     assert len(ids) == len(set(ids)), "duplicate run ids in the plan"
     return runs, metrics, evaluations

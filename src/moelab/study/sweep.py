@@ -116,6 +116,10 @@ def sweep(study: StudyConfig, out: str | Path, *, executor: str = "local", worke
     if not feasible:
         reason = runs[0].reason if runs else "empty grid"
         raise UserError(f"study '{study.name}': no feasible run ({reason})")
+    if study.posttrain is not None:  # a bad GRPO option is a one-line error before anything is written
+        from moelab.posttrain.grpo import load_grpo_config
+
+        load_grpo_config({**study.posttrain, "model": "."}, "posttrain")
     wants_cuda = any(r.config.train.device != "cpu" for r in feasible)
     ex = make_executor(executor, workers=workers, address=address, uses_cuda=wants_cuda)  # checks before writing
     _prepare_out(out)
@@ -124,7 +128,7 @@ def sweep(study: StudyConfig, out: str | Path, *, executor: str = "local", worke
             atomic_write_text(out / store.STUDY_FILE, dump_yaml(study))
         atomic_write_json(out / store.PLAN_FILE, {"study": study.name, "runs": [store.plan_row(r) for r in runs]})
         result = SweepResult(out=out, planned=len(runs), feasible=len(feasible), executor=ex.name)
-        jobs = _jobs_to_run(feasible, out, retry_failed, result)
+        jobs = _jobs_to_run(feasible, out, retry_failed, result, study)
         store.rebuild_store(out)
         try:
             if jobs:
@@ -141,7 +145,8 @@ def sweep(study: StudyConfig, out: str | Path, *, executor: str = "local", worke
     return result
 
 
-def _jobs_to_run(feasible: list[PlannedRun], out: Path, retry_failed: bool, result: SweepResult) -> list[Job]:
+def _jobs_to_run(feasible: list[PlannedRun], out: Path, retry_failed: bool, result: SweepResult,
+                 study: StudyConfig) -> list[Job]:
     jobs = []
     for r in feasible:
         rdir = store.run_dir(out, r.run_id)
@@ -153,7 +158,8 @@ def _jobs_to_run(feasible: list[PlannedRun], out: Path, retry_failed: bool, resu
         if state in ("done", "diverged") or (state == "failed" and not retry_failed):
             result.skipped.append(r.run_id)
             continue
-        jobs.append(Job(run_id=r.run_id, run_dir=str(rdir), config=r.config.model_dump(mode="json")))
+        jobs.append(Job(run_id=r.run_id, run_dir=str(rdir), config=r.config.model_dump(mode="json"),
+                        posttrain=study.posttrain, ttc=study.ttc.model_dump() if study.ttc else None))
     return jobs
 
 
