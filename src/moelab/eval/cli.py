@@ -78,14 +78,22 @@ def cmd_list(args) -> int:
     return 0
 
 
-def cmd_taskloss(args) -> int:
-    from moelab.eval.taskloss import task_loss
+def _task_and_model(args):
+    """What `taskloss` and `accuracy` share: device and dtype, the task (checked before the model
+    loads, so a bad task fails fast), then the model."""
     from moelab.modelio import load_model
 
     device, dtype = _device_dtype(args)
     world = _world_for(args.model) if args.task else None  # a task file needs no world
     task = _task(args, world)
     model, tok, _ = load_model(args.model, device=device)
+    return device, dtype, task, model, tok
+
+
+def cmd_taskloss(args) -> int:
+    from moelab.eval.taskloss import task_loss
+
+    device, dtype, task, model, tok = _task_and_model(args)
     items = task.splits[args.split][: args.limit] if args.limit else task.splits[args.split]
     result = task_loss(model, tok, items, dtype=dtype, progress=not args.json)
     summary = {"task": task.name, "split": args.split} | result.summary()
@@ -101,12 +109,8 @@ def cmd_accuracy(args) -> int:
     import torch
 
     from moelab.eval.accuracy import accuracy
-    from moelab.modelio import load_model
 
-    device, dtype = _device_dtype(args)
-    world = _world_for(args.model) if args.task else None  # a task file needs no world
-    task = _task(args, world)
-    model, tok, _ = load_model(args.model, device=device)
+    device, dtype, task, model, tok = _task_and_model(args)
     with torch.autocast(device.split(":")[0], dtype=dtype or torch.bfloat16, enabled=dtype is not None):
         result = accuracy(model, tok, task, split=args.split, shots=args.shots, limit=args.limit,
                           max_new_tokens=args.max_new_tokens, progress=not args.json)

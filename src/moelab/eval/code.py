@@ -181,7 +181,7 @@ def sample_code(
     Items are sampled in groups that share stop strings; one generator seeded with ``seed`` drives
     every draw, so a run is reproducible for a given ``seed`` and ``batch_size``.
     """
-    from moelab.ttc.sampling import _encode, _sample_completions
+    from moelab.ttc.sampling import encode_prompts, sample_completions
 
     if n < 1:
         raise UserError(f"--n: need at least one sample per item, got {n}")
@@ -199,10 +199,10 @@ def sample_code(
     completions: list[list[str]] = [[] for _ in items]
     truncated = [False] * len(items)
     for g, (stops, rows) in enumerate(groups.items()):
-        full = _encode(tokenizer, [items[k].prompt for k in rows], 1 << 62)
+        full = encode_prompts(tokenizer, [items[k].prompt for k in rows], 1 << 62)
         for k, ids in zip(rows, full):
             truncated[k] = len(ids) > keep
-        out = _sample_completions(
+        out = sample_completions(
             model, tokenizer, [ids[-keep:] for ids in full], samples=n, temperature=temperature, top_p=top_p,
             max_new_tokens=max_new_tokens, stop_strings=stops, seed=seed + g, batch_size=batch_size,
             progress=progress,

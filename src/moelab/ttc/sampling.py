@@ -81,7 +81,7 @@ def _check_options(task: Task, split: str, samples: int, temperature: float, top
         raise UserError(f"task '{task.name}' has no split '{split}' (splits: {', '.join(task.splits)})")
 
 
-def _encode(tokenizer, prompts: list[str], keep: int) -> list[list[int]]:
+def encode_prompts(tokenizer, prompts: list[str], keep: int) -> list[list[int]]:
     from moelab.data.tokenizer import bos_eos_ids
 
     bos, _ = bos_eos_ids(tokenizer)
@@ -90,7 +90,7 @@ def _encode(tokenizer, prompts: list[str], keep: int) -> list[list[int]]:
 
 
 @torch.no_grad()
-def _sample_completions(
+def sample_completions(
     model, tokenizer, prompt_ids: list[list[int]], *, samples: int, temperature: float, top_p: float,
     max_new_tokens: int, stop_strings: tuple[str, ...], seed: int, batch_size: int | None, progress: bool,
 ) -> list[list[str]]:
@@ -159,8 +159,8 @@ def sample_task(
     prompts = fewshot_prompts(items, task.splits.get("train") or [], shots, seed)
     keep = max(1, model.cfg.max_seq_len - max_new_tokens)
     stops = tuple(dict.fromkeys((*REASONING_STOPS, *task.stop_strings)))
-    completions = _sample_completions(
-        model, tokenizer, _encode(tokenizer, prompts, keep), samples=samples, temperature=temperature, top_p=top_p,
+    completions = sample_completions(
+        model, tokenizer, encode_prompts(tokenizer, prompts, keep), samples=samples, temperature=temperature, top_p=top_p,
         max_new_tokens=max_new_tokens, stop_strings=stops, seed=seed, batch_size=batch_size, progress=progress,
     )
     greedy = accuracy(model, tokenizer, task, split=split, shots=shots, limit=len(items),
