@@ -9,8 +9,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-console = Console(stderr=True)
-stdout = Console()
+# Off a terminal (pipes, logs, CI) rich falls back to 80 columns and folds wide tables into
+# unreadable cells; such output is read in files and editors, so give it room.
+_WIDTH = None if Console().is_terminal else 160
+console = Console(stderr=True, width=_WIDTH)
+stdout = Console(width=_WIDTH)
 
 
 def print_kv(info: dict, title: str = "") -> None:
@@ -37,7 +40,7 @@ def short(x: float) -> str:
 def print_plan(runs) -> None:
     table = Table(title=f"{sum(r.feasible for r in runs)} feasible of {len(runs)} planned runs")
     for col in ("run", "model", "sparsity", "tokens", "TPP", "FLOPs", "steps", "mem GB", "est."):
-        table.add_column(col, overflow="fold")
+        table.add_column(col, overflow="fold", no_wrap=col in ("run", "model"))
     notes = []
     for r in runs:
         est = getattr(r, "est_seconds", None)
