@@ -46,7 +46,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from moelab import accounting
 from moelab.config import ModelConfig, TrainConfig, validate
@@ -154,7 +153,7 @@ def build_model(cfg: ModelConfig, device: torch.device, *, seed: int = 0, compil
 def train_step_fn(model, batch_BT: tuple[torch.Tensor, torch.Tensor], device: torch.device, dtype: str,
                   train_cfg: TrainConfig | None = None) -> Callable[[], float]:
     """One trainer-identical optimizer step on a fixed batch; returns the loss (one host sync)."""
-    from moelab.model.losses import load_balancing_loss, router_z_loss
+    from moelab.train.objective import micro_batch_losses
     from moelab.train.optim import build_optimizer
 
     t = train_cfg or TrainConfig(lr=1e-5)
@@ -165,13 +164,7 @@ def train_step_fn(model, batch_BT: tuple[torch.Tensor, torch.Tensor], device: to
 
     def step() -> float:
         with autocast(device, dtype):
-            out = model(x_BT)
-        lm = F.cross_entropy(out.logits.float().flatten(0, 1), y_BT.flatten())
-        with torch.autocast(device_type=device.type, enabled=False):
-            aux = torch.stack([load_balancing_loss(probs_NE=r.probs_NE, expert_counts_E=r.expert_counts_E, top_k=top_k)
-                               for r in out.router]).mean()
-            z = torch.stack([router_z_loss(logits_NE=r.logits_NE) for r in out.router]).mean()
-        loss = lm + t.aux_loss_coef * aux + t.z_loss_coef * z
+            loss = micro_batch_losses(model, x_BT, y_BT, top_k).total(t.aux_loss_coef, t.z_loss_coef)
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
         opt.step()

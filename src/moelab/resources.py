@@ -15,7 +15,9 @@ The training-memory estimate (:func:`memory_breakdown`) adds, per rank:
   the MoE block (norm in/out, router logits and probabilities, the k dispatched copies of the token,
   k × (gate, up, activation, product) expert hidden vectors, the k expert outputs, the combined output);
   4 bytes a value in fp32, 2 under bf16 autocast;
-* **logits**: ``B·T·V`` fp32 logits, their log-softmax and their gradient (3 × 4 bytes each).
+* **logits**: the trainer's fused LM head + cross-entropy (``moelab.train.linear_ce``) never holds
+  the ``B·T·V`` logits: it keeps the loss's gradients for the hidden states (``B·T·D``) and the
+  head (``V·D``, fp32) and one chunk of fp32 logits and their gradient (≈ 2 × 2²¹ values).
 
 It is an estimate for refusing hopeless runs, not a promise: the check allows the run when the
 estimate is at most the memory available now (free GPU memory on CUDA; ``MemAvailable`` on CPU).
@@ -92,7 +94,10 @@ def memory_breakdown(cfg: RunConfig, *, device_type: str = "cpu", world: int = 1
     moe = 3 * D + 2 * E + 2 * K * D + 4 * K * F
     act_bytes = 2 if _bf16(cfg, device_type) else _FP32
     activations = tokens * m.n_layers * (attention + moe) * act_bytes + tokens * D * 2 * _FP32  # + final norm
-    logits = 3 * _FP32 * tokens * m.vocab_size
+    from moelab.train.linear_ce import CHUNK_ELEMENTS
+
+    chunk = 2 * min(CHUNK_ELEMENTS, tokens * m.vocab_size)
+    logits = _FP32 * (tokens * D + m.vocab_size * D + chunk)
     return MemoryEstimate(weights, grads, optimizer, activations, logits)
 
 

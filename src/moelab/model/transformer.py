@@ -12,7 +12,7 @@ The model returns logits and router statistics; losses live with training.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -26,8 +26,9 @@ if TYPE_CHECKING:
 
 
 class ModelOutput(NamedTuple):
-    logits: torch.Tensor  # [B,T,V] fp32
+    logits: torch.Tensor | None  # [B,T,V] fp32; None when a ``head_fn`` replaced the LM head
     router: list[RouterStats]  # one per layer
+    head: Any = None  # what ``head_fn`` returned, if one was given
 
 
 class RMSNorm(nn.Module):
@@ -186,10 +187,14 @@ class MoETransformer(nn.Module):
             else:
                 p.normal_(0.0, std)
 
+    @property
+    def lm_weight_VD(self) -> torch.Tensor:
+        """The output projection (the embedding when tied)."""
+        return self.embed.weight if self.lm_head is None else self.lm_head.weight
+
     def lm_logits(self, h_BTD: torch.Tensor) -> torch.Tensor:
         """fp32 logits from final-normed hidden states."""
-        weight_VD = self.embed.weight if self.lm_head is None else self.lm_head.weight
-        return F.linear(h_BTD, weight_VD).float()
+        return F.linear(h_BTD, self.lm_weight_VD).float()
 
     def hidden_states(
         self,
@@ -243,8 +248,14 @@ class MoETransformer(nn.Module):
         attention_mask_BT: torch.Tensor | None = None,
         position_ids_BT: torch.Tensor | None = None,
         kv_cache: KVCache | None = None,
+        head_fn: Callable[[torch.Tensor, torch.Tensor], Any] | None = None,
     ) -> ModelOutput:
         """Logits ``[B,T,V]`` (fp32) and per-layer router statistics.
+
+        ``head_fn(h_BTD, lm_weight_VD)``, when given, replaces the LM head: its result is returned
+        as ``head`` and ``logits`` is None. Training passes its fused head + loss this way, so
+        the ``[B,T,V]`` logits are never built, and the call still goes through ``forward``, which
+        DDP and FSDP wrappers need.
 
         ``attention_mask_BT`` marks real tokens (1) and left padding (0) of *these* tokens; with a
         ``kv_cache`` the mask of earlier tokens is remembered by the cache. Positions default to
@@ -254,6 +265,8 @@ class MoETransformer(nn.Module):
         h_BTD, router = self.hidden_states(
             input_ids_BT, attention_mask_BT=attention_mask_BT, position_ids_BT=position_ids_BT, kv_cache=kv_cache
         )
+        if head_fn is not None:
+            return ModelOutput(None, router, head_fn(h_BTD, self.lm_weight_VD))
         return ModelOutput(self.lm_logits(h_BTD), router)
 
 

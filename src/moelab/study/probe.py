@@ -79,12 +79,11 @@ def measure_flops_per_second(device: str = "cpu", seconds: float = 3.0, *, preci
                              min_steps: int = 3, warmup_steps: int = 3) -> float:
     """Train the probe model on random tokens for about ``seconds``; return 6·N_active·tokens/s."""
     import torch
-    import torch.nn.functional as F
 
     from moelab import accounting
     from moelab.config import TrainConfig
-    from moelab.model.losses import load_balancing_loss, router_z_loss
     from moelab.model.transformer import MoETransformer
+    from moelab.train.objective import micro_batch_losses
     from moelab.train.optim import build_optimizer
 
     device = resolve_device(device)
@@ -101,12 +100,8 @@ def measure_flops_per_second(device: str = "cpu", seconds: float = 3.0, *, preci
 
     def step() -> None:
         with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=bf16):
-            out = model(x_BT)
-        loss = F.cross_entropy(out.logits.float().flatten(0, 1), y_BT.flatten())
-        aux = torch.stack([load_balancing_loss(probs_NE=r.probs_NE, expert_counts_E=r.expert_counts_E,
-                                               top_k=cfg.top_k) for r in out.router]).mean()
-        z = torch.stack([router_z_loss(logits_NE=r.logits_NE) for r in out.router]).mean()
-        (loss + 1e-2 * aux + 1e-3 * z).backward()
+            losses = micro_batch_losses(model, x_BT, y_BT, cfg.top_k)
+        losses.total(1e-2, 1e-3).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 

@@ -34,21 +34,22 @@ import json
 import math
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from moelab import accounting
 from moelab.atomic import atomic_dir, atomic_write_json, atomic_write_text
 from moelab.config import RunConfig, dump_yaml, load_run_config
 from moelab.errors import UserError
-from moelab.model.losses import load_balancing_loss, router_z_loss
 from moelab.model.transformer import MoETransformer
 from moelab.train import checkpoint as ckpt
 from moelab.train.distributed import Dist, init_distributed
+from moelab.train.linear_ce import linear_cross_entropy
 from moelab.train.metrics import JsonlLogger, RouterStatsAccumulator, read_jsonl, smoothed, truncate_jsonl
+from moelab.train.objective import micro_batch_losses
 from moelab.train.optim import build_optimizer, lr_at, set_lr
 
 
@@ -199,17 +200,6 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
-def _aux_losses(router, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Layer means of the balance loss and the z-loss, in fp32 with autocast off."""
-    with torch.autocast(device_type=router[0].probs_NE.device.type, enabled=False):
-        balance_L = torch.stack([
-            load_balancing_loss(probs_NE=r.probs_NE.float(), expert_counts_E=r.expert_counts_E, top_k=top_k)
-            for r in router
-        ])
-        z_L = torch.stack([router_z_loss(logits_NE=r.logits_NE.float()) for r in router])
-    return balance_L.mean(), z_L.mean()
-
-
 @torch.no_grad()
 def evaluate(model, val_batches, dist: Dist, device: torch.device, precision: str) -> float:
     """Mean token cross-entropy over the fixed validation batches (each rank takes its rows)."""
@@ -221,8 +211,7 @@ def evaluate(model, val_batches, dist: Dist, device: torch.device, precision: st
         x_BT = inputs_BT.tensor_split(dist.world)[dist.rank].to(device)
         y_BT = targets_BT.tensor_split(dist.world)[dist.rank].to(device)
         with _autocast(device, precision):
-            logits_BTV = model(x_BT).logits
-        ce = F.cross_entropy(logits_BTV.float().flatten(0, 1), y_BT.flatten(), reduction="sum")
+            ce = model(x_BT, head_fn=partial(linear_cross_entropy, targets_BT=y_BT, reduction="sum")).head
         total += torch.stack([ce.double(), torch.tensor(float(y_BT.numel()), dtype=torch.float64, device=device)])
     dist.all_reduce_sum(total)
     model.train(was_training)
@@ -350,14 +339,11 @@ class _Loop:
             sync = self.dist.no_sync(self.model) if m < t.grad_accum - 1 else contextlib.nullcontext()
             with sync:
                 with _autocast(dev, t.precision):
-                    out = self.model(xb_BT)
-                lm = F.cross_entropy(out.logits.float().flatten(0, 1), yb_BT.flatten())
-                aux, z = _aux_losses(out.router, self.cfg.model.top_k)
-                loss = lm + t.aux_loss_coef * aux + t.z_loss_coef * z
-                (loss / t.grad_accum).backward()
-            sums += torch.stack([lm, aux, z]).detach() / t.grad_accum
+                    losses = micro_batch_losses(self.model, xb_BT, yb_BT, self.cfg.model.top_k)
+                (losses.total(t.aux_loss_coef, t.z_loss_coef) / t.grad_accum).backward()
+            sums += torch.stack([losses.lm, losses.aux, losses.z]).detach() / t.grad_accum
             if collect is not None:
-                collect.add(out.router)
+                collect.add(losses.router)
         max_norm = t.grad_clip if t.grad_clip > 0 else float("inf")
         grad_norm = self.dist.clip_grad_norm(self.model, max_norm)  # pre-clip total norm
         self.dist.all_reduce_mean(sums)

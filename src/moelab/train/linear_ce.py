@@ -1,0 +1,98 @@
+"""Fused LM head + cross-entropy, chunked over tokens, that never builds the ``[N, V]`` logits.
+
+Why hand-written: the plain path (``F.linear`` → fp32 cast → ``cross_entropy``) writes and reads
+the full fp32 logits and their gradient several times — ``[2048, 8192]`` is 64 MB per copy at the
+benchmark size, and these passes took ≈ 140 ms of a 0.65 s CPU training step. Here each chunk of
+rows computes its logits, log-sum-exp, loss *and* the gradients of the loss with respect to the
+hidden states and the head weight while the chunk is still in cache; backward only scales the
+stored gradients by the incoming scalar. The matmul count is the same as unfused (one forward,
+two backward), and no extra recomputation is needed because the loss is a scalar.
+
+Precision follows autocast: inside a ``torch.autocast`` region the two operands are cast to the
+autocast dtype (as ``F.linear`` would be), logits and softmax are fp32, the weight gradient is
+accumulated in fp32 across chunks. Legend: N tokens, D model width, V vocabulary, C chunk rows.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["CHUNK_ELEMENTS", "linear_cross_entropy"]
+
+_IGNORE = -100
+CHUNK_ELEMENTS = 1 << 21  # logits elements per chunk: 8 MB in fp32, about one L2/L3 slice
+
+
+def _compute_dtype(h: torch.Tensor) -> torch.dtype:
+    device_type = h.device.type
+    if torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return h.dtype
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, h_ND, weight_VD, targets_N, dtype, chunk_rows, reduction):
+        n_tokens, vocab = h_ND.shape[0], weight_VD.shape[0]
+        need_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        with torch.autocast(device_type=h_ND.device.type, enabled=False):
+            h_c_ND, w_c_VD = h_ND.to(dtype), weight_VD.to(dtype)
+            valid_N = targets_N != _IGNORE
+            safe_targets_N = targets_N.masked_fill(~valid_N, 0)
+            # mean over the valid tokens, as F.cross_entropy(reduction="mean") does
+            denom = valid_N.sum().clamp_min(1).to(torch.float32) if reduction == "mean" else None
+            loss = torch.zeros((), dtype=torch.float32, device=h_ND.device)
+            grad_h_ND = torch.empty_like(h_c_ND) if need_grad else None
+            grad_w_VD = torch.zeros(weight_VD.shape, dtype=torch.float32, device=h_ND.device) if need_grad else None
+            for start in range(0, n_tokens, chunk_rows):
+                stop = min(start + chunk_rows, n_tokens)
+                hc_CD = h_c_ND[start:stop]
+                tc_C, vc_C = safe_targets_N[start:stop], valid_N[start:stop]
+                logits_CV = (hc_CD @ w_c_VD.T).float()
+                lse_C = torch.logsumexp(logits_CV, dim=-1)
+                target_logit_C = logits_CV.gather(1, tc_C[:, None]).squeeze(1)
+                loss += torch.where(vc_C, lse_C - target_logit_C, 0.0).sum()
+                if not need_grad:
+                    continue
+                # d loss / d logits = softmax − one-hot, zero on ignored rows, / denominator
+                grad_CV = logits_CV.sub_(lse_C[:, None]).exp_()
+                grad_CV[torch.arange(stop - start, device=h_ND.device), tc_C] -= 1.0
+                grad_CV.mul_(vc_C[:, None])
+                if denom is not None:
+                    grad_CV.div_(denom)
+                g_CV = grad_CV.to(dtype)
+                grad_h_ND[start:stop] = g_CV @ w_c_VD
+                grad_w_VD += (g_CV.T @ hc_CD).float()
+            if denom is not None:
+                loss = loss / denom
+        if need_grad:
+            ctx.save_for_backward(grad_h_ND, grad_w_VD)
+            ctx.input_dtypes = (h_ND.dtype, weight_VD.dtype)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_h_ND, grad_w_VD = ctx.saved_tensors
+        h_dtype, w_dtype = ctx.input_dtypes
+        grad_h = (grad_h_ND * grad_loss).to(h_dtype) if ctx.needs_input_grad[0] else None
+        grad_w = (grad_w_VD * grad_loss).to(w_dtype) if ctx.needs_input_grad[1] else None
+        return grad_h, grad_w, None, None, None, None
+
+
+def linear_cross_entropy(
+    h_BTD: torch.Tensor, weight_VD: torch.Tensor, targets_BT: torch.Tensor, *,
+    reduction: str = "mean", chunk_rows: int | None = None,
+) -> torch.Tensor:
+    """``F.cross_entropy(F.linear(h, weight).float(), targets)`` without materialising the logits.
+
+    ``targets`` equal to -100 are ignored. ``reduction``: "mean" (over the counted tokens) or "sum".
+    Returns an fp32 scalar. Gradients flow to ``h`` and ``weight``.
+    """
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', not {reduction!r}")
+    h_ND = h_BTD.reshape(-1, h_BTD.shape[-1])
+    targets_N = targets_BT.reshape(-1)
+    if targets_N.shape[0] != h_ND.shape[0]:
+        raise ValueError(f"{h_ND.shape[0]} hidden states but {targets_N.shape[0]} targets")
+    rows = chunk_rows or max(1, CHUNK_ELEMENTS // weight_VD.shape[0])
+    return _LinearCrossEntropy.apply(h_ND, weight_VD, targets_N, _compute_dtype(h_BTD), rows, reduction)
