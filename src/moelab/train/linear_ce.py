@@ -44,25 +44,39 @@ class _LinearCrossEntropy(torch.autograd.Function):
             loss = torch.zeros((), dtype=torch.float32, device=h_ND.device)
             grad_h_ND = torch.empty_like(h_c_ND) if need_grad else None
             grad_w_VD = torch.zeros(weight_VD.shape, dtype=torch.float32, device=h_ND.device) if need_grad else None
+            low_precision = dtype != torch.float32
+            buf_shape = (min(chunk_rows, n_tokens), vocab)
+            logits_buf = torch.empty(buf_shape, dtype=torch.float32, device=h_ND.device) if low_precision else None
+            grad_buf = torch.empty(buf_shape, dtype=dtype, device=h_ND.device) if low_precision and need_grad else None
             for start in range(0, n_tokens, chunk_rows):
                 stop = min(start + chunk_rows, n_tokens)
+                rows = stop - start
                 hc_CD = h_c_ND[start:stop]
                 tc_C, vc_C = safe_targets_N[start:stop], valid_N[start:stop]
-                logits_CV = (hc_CD @ w_c_VD.T).float()
-                lse_C = torch.logsumexp(logits_CV, dim=-1)
-                target_logit_C = logits_CV.gather(1, tc_C[:, None]).squeeze(1)
-                loss += torch.where(vc_C, lse_C - target_logit_C, 0.0).sum()
+                # Softmax with one exp pass, in place in an fp32 buffer (exp dominates the
+                # elementwise cost): shift by the row max, exponentiate, sum.
+                raw_CV = hc_CD @ w_c_VD.T
+                max_C = raw_CV.amax(dim=-1).float()
+                if low_precision:  # bf16 − fp32 promotes: the shift is computed and stored in fp32
+                    shifted_CV = torch.sub(raw_CV, max_C[:, None], out=logits_buf[:rows])
+                else:
+                    shifted_CV = raw_CV.sub_(max_C[:, None])
+                shifted_target_C = shifted_CV.gather(1, tc_C[:, None]).squeeze(1)
+                exp_CV = shifted_CV.exp_()
+                sum_C = exp_CV.sum(dim=-1)
+                loss += torch.where(vc_C, sum_C.log() - shifted_target_C, 0.0).sum()
                 if not need_grad:
                     continue
-                # d loss / d logits = softmax − one-hot, zero on ignored rows, / denominator
-                grad_CV = logits_CV.sub_(lse_C[:, None]).exp_()
-                grad_CV[torch.arange(stop - start, device=h_ND.device), tc_C] -= 1.0
-                grad_CV.mul_(vc_C[:, None])
+                # d loss / d logits = (exp − one-hot·sum) / sum, × 1/denominator, 0 on ignored rows;
+                # the one-hot is subtracted in fp32, before any cast, to keep (p − 1) accurate.
+                row_scale_C = vc_C.to(torch.float32)
                 if denom is not None:
-                    grad_CV.div_(denom)
-                g_CV = grad_CV.to(dtype)
-                grad_h_ND[start:stop] = g_CV @ w_c_VD
-                grad_w_VD += (g_CV.T @ hc_CD).float()
+                    row_scale_C = row_scale_C / denom
+                exp_CV[torch.arange(rows, device=h_ND.device), tc_C] -= sum_C
+                scale_C1 = (row_scale_C / sum_C)[:, None]
+                g_CV = torch.mul(exp_CV, scale_C1, out=grad_buf[:rows]) if low_precision else exp_CV.mul_(scale_C1)
+                torch.mm(g_CV, w_c_VD, out=grad_h_ND[start:stop])
+                grad_w_VD.add_(g_CV.T @ hc_CD)
             if denom is not None:
                 loss = loss / denom
         if need_grad:
