@@ -17,7 +17,8 @@ The training-memory estimate (:func:`memory_breakdown`) adds, per rank:
   4 bytes a value in fp32, 2 under bf16 autocast;
 * **logits**: the trainer's fused LM head + cross-entropy (``moelab.train.linear_ce``) never holds
   the ``B·T·V`` logits: it keeps the loss's gradients for the hidden states (``B·T·D``) and the
-  head (``V·D``, fp32) and one chunk of fp32 logits and their gradient (≈ 2 × 2²¹ values).
+  head (``V·D``, fp32), one chunk of fp32 logits (2²¹ values) and, under bf16, the bf16 logit
+  gradients of one weight-gradient group (up to 2²⁵ values).
 
 It is an estimate for refusing hopeless runs, not a promise: the check allows the run when the
 estimate is at most the memory available now (free GPU memory on CUDA; ``MemAvailable`` on CPU).
@@ -94,10 +95,11 @@ def memory_breakdown(cfg: RunConfig, *, device_type: str = "cpu", world: int = 1
     moe = 3 * D + 2 * E + 2 * K * D + 4 * K * F
     act_bytes = 2 if _bf16(cfg, device_type) else _FP32
     activations = tokens * m.n_layers * (attention + moe) * act_bytes + tokens * D * 2 * _FP32  # + final norm
-    from moelab.train.linear_ce import CHUNK_ELEMENTS
+    from moelab.train.linear_ce import CHUNK_ELEMENTS, GROUP_ELEMENTS
 
-    chunk = 2 * min(CHUNK_ELEMENTS, tokens * m.vocab_size)
-    logits = _FP32 * (tokens * D + m.vocab_size * D + chunk)
+    logit_values = tokens * m.vocab_size
+    group = 2 * min(GROUP_ELEMENTS, logit_values) if act_bytes == 2 else 0
+    logits = _FP32 * (tokens * D + m.vocab_size * D + min(CHUNK_ELEMENTS, logit_values)) + group
     return MemoryEstimate(weights, grads, optimizer, activations, logits)
 
 

@@ -37,7 +37,11 @@ def test_loss_and_gradients_equal_the_unfused_path_in_fp32(chunk_rows, reduction
     assert gh[0, :5].abs().max() == 0  # ignored targets send no gradient
 
 
-def test_under_bf16_autocast_it_matches_autocast_linear_to_bf16_resolution():
+@pytest.mark.parametrize("group_elements", [1 << 25, 40 * V])  # one weight-gradient group, or several
+def test_under_bf16_autocast_it_matches_autocast_linear_to_bf16_resolution(group_elements, monkeypatch):
+    from moelab.train import linear_ce
+
+    monkeypatch.setattr(linear_ce, "GROUP_ELEMENTS", group_elements)
     h, w, y = _inputs(1)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         ref = _reference(h, w, y)

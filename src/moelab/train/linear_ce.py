@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["CHUNK_ELEMENTS", "linear_cross_entropy"]
+__all__ = ["CHUNK_ELEMENTS", "GROUP_ELEMENTS", "linear_cross_entropy"]
 
 _IGNORE = -100
 CHUNK_ELEMENTS = 1 << 21  # logits elements per chunk: 8 MB in fp32, about one L2/L3 slice
+GROUP_ELEMENTS = 1 << 25  # low precision: logit gradients kept for one weight-gradient matmul (64 MB in bf16)
 
 
 def _compute_dtype(h: torch.Tensor) -> torch.dtype:
@@ -34,36 +35,43 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h_ND, weight_VD, targets_N, dtype, chunk_rows, reduction):
         n_tokens, vocab = h_ND.shape[0], weight_VD.shape[0]
+        device = h_ND.device
         need_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
-        with torch.autocast(device_type=h_ND.device.type, enabled=False):
+        low_precision = dtype != torch.float32
+        # Low precision: the weight gradient of a group of chunks is one matmul and one fp32
+        # accumulation; casting and adding a [V, D] product per chunk cost more than its matmul.
+        group_rows = chunk_rows * max(1, GROUP_ELEMENTS // (chunk_rows * vocab)) if low_precision else chunk_rows
+        with torch.autocast(device_type=device.type, enabled=False):
             h_c_ND, w_c_VD = h_ND.to(dtype), weight_VD.to(dtype)
             valid_N = targets_N != _IGNORE
             safe_targets_N = targets_N.masked_fill(~valid_N, 0)
             # mean over the valid tokens, as F.cross_entropy(reduction="mean") does
             denom = valid_N.sum().clamp_min(1).to(torch.float32) if reduction == "mean" else None
-            loss = torch.zeros((), dtype=torch.float32, device=h_ND.device)
-            grad_h_ND = torch.empty_like(h_c_ND) if need_grad else None
-            grad_w_VD = torch.zeros(weight_VD.shape, dtype=torch.float32, device=h_ND.device) if need_grad else None
-            low_precision = dtype != torch.float32
-            buf_shape = (min(chunk_rows, n_tokens), vocab)
-            logits_buf = torch.empty(buf_shape, dtype=torch.float32, device=h_ND.device) if low_precision else None
-            grad_buf = torch.empty(buf_shape, dtype=dtype, device=h_ND.device) if low_precision and need_grad else None
+            loss = torch.zeros((), dtype=torch.float32, device=device)
+            logits_buf = torch.empty(min(chunk_rows, n_tokens), vocab, dtype=torch.float32, device=device)
+            if need_grad:
+                grad_h_ND = torch.empty_like(h_c_ND)
+                grad_w_VD = torch.zeros(weight_VD.shape, dtype=torch.float32, device=device)
+                group_buf = torch.empty(min(group_rows, n_tokens), vocab, dtype=dtype, device=device) \
+                    if low_precision else None
+            group_start = 0
             for start in range(0, n_tokens, chunk_rows):
                 stop = min(start + chunk_rows, n_tokens)
                 rows = stop - start
                 hc_CD = h_c_ND[start:stop]
                 tc_C, vc_C = safe_targets_N[start:stop], valid_N[start:stop]
-                # Softmax with one exp pass, in place in an fp32 buffer (exp dominates the
+                # Softmax with one exp pass, in place in the fp32 buffer (exp dominates the
                 # elementwise cost): shift by the row max, exponentiate, sum.
-                raw_CV = hc_CD @ w_c_VD.T
-                max_C = raw_CV.amax(dim=-1).float()
-                if low_precision:  # bf16 − fp32 promotes: the shift is computed and stored in fp32
-                    shifted_CV = torch.sub(raw_CV, max_C[:, None], out=logits_buf[:rows])
+                x_CV = logits_buf[:rows]
+                if low_precision:
+                    x_CV.copy_(hc_CD @ w_c_VD.T)
                 else:
-                    shifted_CV = raw_CV.sub_(max_C[:, None])
-                shifted_target_C = shifted_CV.gather(1, tc_C[:, None]).squeeze(1)
-                exp_CV = shifted_CV.exp_()
-                sum_C = exp_CV.sum(dim=-1)
+                    torch.mm(hc_CD, w_c_VD.T, out=x_CV)
+                max_C = x_CV.amax(dim=-1)
+                x_CV.sub_(max_C[:, None])
+                shifted_target_C = x_CV.gather(1, tc_C[:, None]).squeeze(1)
+                x_CV.exp_()
+                sum_C = x_CV.sum(dim=-1)
                 loss += torch.where(vc_C, sum_C.log() - shifted_target_C, 0.0).sum()
                 if not need_grad:
                     continue
@@ -72,11 +80,18 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 row_scale_C = vc_C.to(torch.float32)
                 if denom is not None:
                     row_scale_C = row_scale_C / denom
-                exp_CV[torch.arange(rows, device=h_ND.device), tc_C] -= sum_C
-                scale_C1 = (row_scale_C / sum_C)[:, None]
-                g_CV = torch.mul(exp_CV, scale_C1, out=grad_buf[:rows]) if low_precision else exp_CV.mul_(scale_C1)
+                x_CV[torch.arange(rows, device=device), tc_C] -= sum_C
+                x_CV.mul_((row_scale_C / sum_C)[:, None])
+                if not low_precision:
+                    torch.mm(x_CV, w_c_VD, out=grad_h_ND[start:stop])
+                    grad_w_VD.addmm_(x_CV.T, hc_CD)
+                    continue
+                g_CV = group_buf[start - group_start:stop - group_start]
+                g_CV.copy_(x_CV)
                 torch.mm(g_CV, w_c_VD, out=grad_h_ND[start:stop])
-                grad_w_VD.add_(g_CV.T @ hc_CD)
+                if stop - group_start == group_rows or stop == n_tokens:
+                    grad_w_VD.add_(group_buf[:stop - group_start].T @ h_c_ND[group_start:stop])
+                    group_start = stop
             if denom is not None:
                 loss = loss / denom
         if need_grad:
