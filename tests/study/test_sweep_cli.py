@@ -118,3 +118,31 @@ def test_ray_executor_without_ray_installed_says_how_to_install(tmp_path, capsys
     study_file.write_text(dump_yaml(_study()))
     code, _, err = run(["sweep", str(study_file), "--out", str(tmp_path / "o"), "--executor", "ray"], capsys)
     assert code == 2 and "moelab[ray]" in err and not (tmp_path / "o").exists()
+
+
+def test_sweep_task_file_is_checked_first_and_then_evaluated_on_every_run(tmp_path, capsys):
+    study = _study().model_dump(mode="json")
+    study["grid"] = {"d_model": [32], "num_experts": [4], "top_k": [1]}
+    study["base"]["eval"] = {"tasks": ["knowledge"], "limit": 3, "max_new_tokens": 4}
+    study_file = tmp_path / "s.yaml"
+    study_file.write_text(dump_yaml(validate(StudyConfig, study, "study")))
+    out = tmp_path / "o"
+
+    bad = tmp_path / "bad.json"
+    bad.write_text('[{"prompt": "1+1="}]')
+    code, _, err = run(["sweep", str(study_file), "--out", str(out), "--task-file", str(bad), "--quiet"], capsys)
+    assert code == 2 and "bad.json" in err and "answer" in err and "\n" not in err
+    assert not out.exists()
+
+    good = tmp_path / "sums.jsonl"
+    good.write_text("".join(json.dumps({"prompt": f"{a}+{a}=", "answer": f"{2 * a}"}) + "\n" for a in range(5)))
+    code, _, _ = run(["sweep", str(study_file), "--out", str(out), "--task-file", str(good), "--quiet"], capsys)
+    assert code == 0
+    assert str(good.resolve()) in (out / "study.yaml").read_text()
+    _, rows, _ = run(["query", str(out), "SELECT key, value FROM evaluations WHERE key LIKE "
+                      "'task_loss/file:sums/%'", "--json"], capsys)
+    metrics = json.loads(rows)
+    assert metrics and all(m["value"] > 0 for m in metrics), metrics
+    # the file is part of the study: the same directory without it is a different study
+    code, _, err = run(["sweep", str(study_file), "--out", str(out), "--quiet"], capsys)
+    assert code == 2 and "different study" in err and "task_files" in err

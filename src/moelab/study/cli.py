@@ -1,6 +1,7 @@
 """Study commands for the `moelab` CLI: ``sweep``, ``query``, ``status`` (and ``plan --no-probe``).
 
     moelab sweep STUDY.yaml|PRESET --out DIR [--executor local|ray] [--workers N] [--retry-failed] [--address ADDR]
+                 [--task-file PATH ...]
     moelab query DIR "SELECT run_id, status, final_val_loss FROM runs" [--json] [--rebuild]
     moelab status DIR [--json]
 
@@ -23,11 +24,29 @@ def _print_json(obj) -> None:
 # ---------------------------------------------------------------- commands
 
 
+def with_task_files(study, paths: list[str] | None):
+    """``study`` with ``paths`` added to ``base.eval.task_files`` (absolute, so runs on other
+    workers find them); every file is parsed first, so a bad one is a one-line error before
+    anything is written."""
+    if not paths:
+        return study
+    from moelab.eval.taskfile import load_task_file
+
+    files = list(study.base.eval.task_files)
+    for raw in paths:
+        path = Path(raw).expanduser().resolve()
+        load_task_file(path)
+        if str(path) not in files:
+            files.append(str(path))
+    ev = study.base.eval.model_copy(update={"task_files": files})
+    return study.model_copy(update={"base": study.base.model_copy(update={"eval": ev})})
+
+
 def cmd_sweep(args) -> int:
     from moelab.config import load_study_config
     from moelab.study.sweep import sweep
 
-    study = load_study_config(args.study)
+    study = with_task_files(load_study_config(args.study), args.task_file)
     result = sweep(study, Path(args.out), executor=args.executor, workers=args.workers,
                    retry_failed=args.retry_failed, address=args.address, progress=not args.quiet)
     if args.json:
@@ -105,7 +124,7 @@ def cmd_plan(args) -> int:
     from moelab.study.plan import plan
     from moelab.study.probe import ProbeUnavailable, estimate_plan
 
-    study = load_study_config(args.study)
+    study = with_task_files(load_study_config(args.study), getattr(args, "task_file", None))
     runs = plan(study)
     note = ""
     try:
@@ -142,6 +161,8 @@ def extend_plan_command(plan_parser) -> None:
     """Give the existing ``plan`` subcommand ``--no-probe`` and the estimated wall time."""
     plan_parser.add_argument("--no-probe", action="store_true",
                              help="skip the throughput probe (no estimated wall time)")
+    plan_parser.add_argument("--task-file", action="append", metavar="PATH",
+                             help="also evaluate this {prompt, answer} task file (repeatable; checked here)")
     plan_parser.set_defaults(func=cmd_plan)
 
 
@@ -156,6 +177,9 @@ def add_study_commands(subparsers) -> None:
     s.add_argument("--executor", default="local", choices=("local", "ray"))
     s.add_argument("--workers", type=int, help="concurrent runs (default: one per GPU, or cores // 4 on CPU)")
     s.add_argument("--retry-failed", action="store_true", help="run again the runs that failed")
+    s.add_argument("--task-file", action="append", metavar="PATH",
+                   help="also evaluate every run on this {prompt, answer} task file, e.g. GSM8K (repeatable; "
+                        "part of the study, so a re-run must pass the same files)")
     s.add_argument("--address", help="ray executor: address of an existing Ray cluster")
     s.add_argument("--quiet", action="store_true")
     s.add_argument("--json", action="store_true", help="print the sweep's outcome as JSON")
