@@ -178,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="also write the full results to this file")
     p.set_defaults(repeats=5)
     args = p.parse_args(argv)
+    from moelab.cpu_alloc import keep_freed_memory
+
+    keep_freed_memory()  # as the moelab CLI does; process-wide, so HF's runs get it too
     if args.quick:
         for k, v in QUICK.items():
             setattr(args, k.replace("-", "_"), v)

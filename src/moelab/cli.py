@@ -212,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = _one_line_warning
     try:
         args = build_parser().parse_args(argv)
+        from moelab.cpu_alloc import keep_freed_memory
+
+        keep_freed_memory()  # before any tensor: no page-fault churn in training loops (see cpu_alloc)
         return args.func(args) or 0
     except UserError as err:
         print(f"moelab: error: {err}", file=sys.stderr)

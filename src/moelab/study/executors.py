@@ -210,7 +210,10 @@ def _die_with_parent() -> None:
 def _init_local_worker(threads: int, gpu_queue) -> None:
     import signal
 
+    from moelab.cpu_alloc import keep_freed_memory
+
     _die_with_parent()
+    keep_freed_memory()
     # Ctrl-C goes to the sweep, which stops the pool; the runs resume from their checkpoints.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
@@ -416,6 +419,9 @@ class RayExecutor(Executor):
 
 
 def _ray_run_job(job: Job) -> dict:
+    from moelab.cpu_alloc import keep_freed_memory
+
+    keep_freed_memory()
     return run_job(job)
 
 

@@ -51,7 +51,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
             logits_buf = torch.empty(min(chunk_rows, n_tokens), vocab, dtype=torch.float32, device=device)
             if need_grad:
                 grad_h_ND = torch.empty_like(h_c_ND)
-                grad_w_VD = torch.zeros(weight_VD.shape, dtype=torch.float32, device=device)
+                # fp32 accumulates in place (addmm_); low precision is assigned by its first group
+                grad_w_VD = None if low_precision else torch.zeros(weight_VD.shape, dtype=torch.float32, device=device)
                 group_buf = torch.empty(min(group_rows, n_tokens), vocab, dtype=dtype, device=device) \
                     if low_precision else None
             group_start = 0
@@ -90,7 +91,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 g_CV.copy_(x_CV)
                 torch.mm(g_CV, w_c_VD, out=grad_h_ND[start:stop])
                 if stop - group_start == group_rows or stop == n_tokens:
-                    grad_w_VD.add_(group_buf[:stop - group_start].T @ h_c_ND[group_start:stop])
+                    part_VD = group_buf[:stop - group_start].T @ h_c_ND[group_start:stop]
+                    if grad_w_VD is None:
+                        grad_w_VD = part_VD.float()
+                    else:
+                        grad_w_VD.add_(part_VD)
                     group_start = stop
             if denom is not None:
                 loss = loss / denom
