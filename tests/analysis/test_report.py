@@ -109,3 +109,20 @@ def test_report_on_a_sweep_directory_builds_the_store_first(tmp_path, failing_ro
     # the sweep's own view of runs without a sweep-written status: pending
     assert page.count(">pending</td>") >= 3
     assert "knowledge: accuracy against total parameters" in page
+
+
+def test_active_size_families_follow_the_expert_width_rule():
+    """per_k: every top-k of a d_model has the same active parameters (± the router) → one family;
+    fixed width: top-k changes the active parameters → one family per top-k."""
+    from moelab.analysis.data import _active_sizes
+
+    rows = [  # d, k, active params (router rows make E-variants differ slightly)
+        {"d_model": 32, "top_k": 1, "active_params": 53_500}, {"d_model": 32, "top_k": 1, "active_params": 57_500},
+        {"d_model": 32, "top_k": 2, "active_params": 53_700}, {"d_model": 32, "top_k": 4, "active_params": 54_400},
+        {"d_model": 64, "top_k": 1, "active_params": 150_000}, {"d_model": 64, "top_k": 2, "active_params": 250_000},
+        {"d_model": 64, "top_k": 2, "active_params": 252_000},
+    ]
+    _active_sizes(rows)
+    sizes = [r["active_size"] for r in rows]
+    assert len(set(sizes[:4])) == 1 and 53_500 <= sizes[0] <= 57_500  # one per_k family, its median
+    assert sizes[4] == 150_000 and sizes[5] == sizes[6] != sizes[4]  # fixed width: k=1 and k=2 differ

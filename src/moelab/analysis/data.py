@@ -189,22 +189,34 @@ def normalise(rows: list[dict]) -> list[dict]:
     return out
 
 
-def _active_sizes(rows: list[dict]) -> None:
-    """``active_size``: the median active parameters of all models sharing d_model and top-k.
+_SAME_ACTIVE = 0.10  # relative difference under which two top-k groups of one d_model are one size
 
-    Models that differ only in E differ slightly in active parameters (the router has E rows), yet
-    form one active-size family in the seed paper's sense: one colour, one line, one fit group.
+
+def _active_sizes(rows: list[dict]) -> None:
+    """``active_size``: the median active parameters of one active-size family.
+
+    A family is the models of one d_model whose active parameters agree within 10 %: models that
+    differ only in E differ slightly in active parameters (the router has E rows), and with
+    ``expert_width_rule: per_k`` every top-k of a d_model has the same active parameters, yet each
+    such set is one active size in the seed paper's sense: one colour, one line, one fit group.
+    With fixed expert width, top-k changes the active parameters and so starts a family of its own.
     """
     by_shape: dict = {}
     for r in rows:
-        if num(r.get("active_params")):
-            by_shape.setdefault((r.get("d_model"), r.get("top_k")), []).append(num(r["active_params"]))
+        if num(r.get("active_params")) and r.get("d_model") is not None and r.get("top_k") is not None:
+            by_shape.setdefault((r["d_model"], r["top_k"]), []).append(num(r["active_params"]))
+    family_of: dict = {}  # (d_model, top_k) → list of active params of its merged family
+    for d in {d for d, _ in by_shape}:
+        groups = sorted(((sorted(v)[len(v) // 2], k) for (dd, k), v in by_shape.items() if dd == d))
+        family: list = []
+        for i, (median, k) in enumerate(groups):
+            if i and median > groups[i - 1][0] * (1 + _SAME_ACTIVE):
+                family = []
+            family.extend(by_shape[(d, k)])
+            family_of[(d, k)] = family
     for r in rows:
-        vals = by_shape.get((r.get("d_model"), r.get("top_k")))
-        if vals and r.get("d_model") is not None and r.get("top_k") is not None:
-            r["active_size"] = float(sorted(vals)[len(vals) // 2])
-        else:
-            r["active_size"] = num(r.get("active_params"))
+        vals = family_of.get((r.get("d_model"), r.get("top_k")))
+        r["active_size"] = float(sorted(vals)[len(vals) // 2]) if vals else num(r.get("active_params"))
 
 
 def completed(rows: list[dict], *, posttrain: str = "") -> list[dict]:

@@ -63,7 +63,8 @@ def monotone_in_total(rows: list[dict], y: Quantity, *, increasing: bool, what: 
     for key, members in _line_groups(rows).items():
         pts = sorted(((t, v) for r in members if (t := TOTAL.get(r)) and (v := y.get(r)) is not None))
         if len({t for t, _ in pts}) >= 2:
-            verdicts.append((_group_name(key, members), is_monotone([v for _, v in pts], increasing=increasing)))
+            rho = spearman([t for t, _ in pts], [v for _, v in pts]) if len(pts) >= 3 else None
+            verdicts.append((_group_name(key, members), is_monotone([v for _, v in pts], increasing=increasing), rho))
     if not verdicts:
         return Statement(claim, NA, "no active size has two models with different total parameters")
     good = [v for v in verdicts if v[1]]
@@ -71,6 +72,10 @@ def monotone_in_total(rows: list[dict], y: Quantity, *, increasing: bool, what: 
     detail = f"{len(good)} of {len(verdicts)} lines"
     if bad:
         detail += f"; not at {', '.join(bad[:6])}{' …' if len(bad) > 6 else ''}"
+    # Strict monotonicity fails on any noisy point; the rank correlation shows the trend itself.
+    rhos = [f"{name} ρ = {rho:+.2f}" for name, _, rho in verdicts if rho is not None and math.isfinite(rho)]
+    if rhos:
+        detail += f"; rank correlation with total parameters: {', '.join(rhos[:6])}{' …' if len(rhos) > 6 else ''}"
     return Statement(claim, YES if not bad else NO, detail)
 
 
