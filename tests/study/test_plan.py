@@ -72,3 +72,20 @@ def test_per_k_expert_width_keeps_active_parameters():
                                                                          "top_k": [1, 2, 4]})) if r.feasible]
     assert [r.config.model.ffn_hidden for r in runs] == [128, 64, 32]
     assert len({r.active_params for r in runs}) == 1 and len({r.tokens for r in runs}) == 1
+
+
+@pytest.mark.parametrize("preset", ["smoke", "demo", "paper", "paper-cpu", "paper-cpu-extras"])
+def test_every_bundled_study_preset_plans(preset):
+    from importlib.resources import files
+
+    assert (files("moelab") / "presets" / f"{preset}.yaml").is_file()
+    study = load_study_config(preset)
+    runs = plan(study)
+    assert sum(r.feasible for r in runs) >= 1
+    if preset == "paper-cpu":  # k at fixed active parameters: every k of a d_model has equal active params
+        for d in (32, 64):
+            dense = next(r for r in runs if r.feasible and r.config.model.d_model == d and r.config.model.num_experts == 1)
+            for r in (r for r in runs if r.feasible and r.config.model.d_model == d):
+                assert abs(r.active_params / dense.active_params - 1) < 0.1, r.run_id
+    if preset == "paper-cpu-extras":
+        assert study.posttrain and study.ttc and {r.config.train.lr for r in runs} == {1e-3, 3e-3, 1e-2}

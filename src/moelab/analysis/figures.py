@@ -204,7 +204,9 @@ def series_figure(rows: list[dict], x: Quantity, y: Quantity, out_dir: Path, key
         return skipped(key, title, f"needs at least {min_points} models with both {x.key} and {y.key} "
                                    f"(the study has {len(pts)})")
     fig, ax = _setup(title, x, y.label)
-    key_of = line_key or (lambda r: (num(r.get("active_size")), *style.variant(r)))
+    # one line per active size and top-k: with per_k widths the k of one active size share a colour,
+    # and a line through all of them would zig-zag between k at equal x
+    key_of = line_key or (lambda r: (num(r.get("active_size")), num(r.get("top_k")), *style.variant(r)))
     lines: dict = defaultdict(list)
     for r, xv, yv in pts:
         lines[key_of(r)].append((r, xv, yv))
