@@ -108,6 +108,14 @@ def test_plan_with_and_without_the_probe(tmp_path, capsys, monkeypatch):
     assert [r["est_seconds"] == pytest.approx(r["train_flops"] / 1e9) for r in rows if r["feasible"]] == [True] * 3
     code, text, err = run(["plan", str(study_file)], capsys)
     assert code == 0 and "est." in text and "1 GFLOP/s" in err
+    # the figure is cached; --refresh-probe measures again and replaces it
+    monkeypatch.setattr(probe, "measure_flops_per_second", lambda device, seconds, *, precision: 2e9)
+    _, _, err = run(["plan", str(study_file)], capsys)
+    assert "1 GFLOP/s" in err
+    _, _, err = run(["plan", str(study_file), "--refresh-probe"], capsys)
+    assert "2 GFLOP/s" in err
+    _, _, err = run(["plan", str(study_file)], capsys)
+    assert "2 GFLOP/s" in err
 
 
 def test_ray_executor_without_ray_installed_says_how_to_install(tmp_path, capsys, monkeypatch):

@@ -128,7 +128,8 @@ def cmd_plan(args) -> int:
     runs = plan(study)
     note = ""
     try:
-        fps = estimate_plan(study, runs, probe=not getattr(args, "no_probe", False))
+        fps = estimate_plan(study, runs, probe=not getattr(args, "no_probe", False),
+                            refresh=getattr(args, "refresh_probe", False))
     except ProbeUnavailable as err:
         fps, note = None, f"no time estimates: {err}"
     if args.json:
@@ -148,7 +149,8 @@ def cmd_plan(args) -> int:
 
             device = resolve_device(study.base.train.device)
             console.print(f"estimated times from a measured {fps / 1e9:.3g} GFLOP/s "
-                          f"({device}, {resolve_precision(study.base.train.precision, device)}); training only")
+                          f"({device}, {resolve_precision(study.base.train.precision, device)}); training only; "
+                          "rough (cached; --refresh-probe measures again)")
         elif note:
             console.print(note)
     return 0
@@ -161,6 +163,8 @@ def extend_plan_command(plan_parser) -> None:
     """Give the existing ``plan`` subcommand ``--no-probe`` and the estimated wall time."""
     plan_parser.add_argument("--no-probe", action="store_true",
                              help="skip the throughput probe (no estimated wall time)")
+    plan_parser.add_argument("--refresh-probe", action="store_true",
+                             help="measure the throughput again instead of using the cached figure (run it idle)")
     plan_parser.add_argument("--task-file", action="append", metavar="PATH",
                              help="also evaluate this {prompt, answer} task file (repeatable; checked here)")
     plan_parser.set_defaults(func=cmd_plan)

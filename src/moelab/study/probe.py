@@ -162,13 +162,13 @@ def add_estimates(runs, flops_per_s: float) -> None:
             run.est_seconds = estimated_seconds(run, flops_per_s)
 
 
-def estimate_plan(study, runs, *, probe: bool = True) -> float | None:
-    """Probe (or read the cache) for the study's device and precision and annotate ``runs``;
-    returns the FLOP/s used, or None when ``probe`` is off. Raises :class:`ProbeUnavailable`
-    when the study's device is not on this machine."""
+def estimate_plan(study, runs, *, probe: bool = True, refresh: bool = False) -> float | None:
+    """Probe (or read the cache; ``refresh`` measures again) for the study's device and precision
+    and annotate ``runs``; returns the FLOP/s used, or None when ``probe`` is off. Raises
+    :class:`ProbeUnavailable` when the study's device is not on this machine."""
     if not probe:
         return None
     t = study.base.train
-    fps = cached_flops_per_second(t.device, precision=t.precision)
+    fps = cached_flops_per_second(t.device, precision=t.precision, refresh=refresh)
     add_estimates(runs, fps)
     return fps
