@@ -33,18 +33,26 @@ class Statement:
         return {"claim": self.claim, "answer": self.answer, "detail": self.detail}
 
 
+_LINE_AXES = ("budget", "active_size", "lr", "init_std", "seed")
+
+
 def _line_groups(rows: list[dict]) -> dict[tuple, list[dict]]:
     """Models on one line of the figures: same budget, active size, lr, init std and seed."""
     out: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
-        out[tuple(num(r.get(c)) for c in ("budget", "active_size", "lr", "init_std", "seed"))].append(r)
+        out[tuple(num(r.get(c)) for c in _LINE_AXES)].append(r)
     return out
 
 
-def _group_name(key: tuple, members: list[dict]) -> str:
+def _group_name(key: tuple, members: list[dict], rows: list[dict] = ()) -> str:
+    """``D3M/A150K``, plus ``/lr0.001``, ``/std0.02``, ``/seed1`` for the axes that vary across ``rows``."""
     budget, active = key[0], key[1]
     sym = budget_symbol(members)  # D for a token budget, C for FLOPs
-    return f"{sym}{fmt_si(budget)}/A{human_count(active)}" if active else f"{sym}{fmt_si(budget)}"
+    name = f"{sym}{fmt_si(budget)}/A{human_count(active)}" if active else f"{sym}{fmt_si(budget)}"
+    for axis, prefix, value in zip(_LINE_AXES[2:], ("lr", "std", "seed"), key[2:]):
+        if value is not None and len({num(r.get(axis)) for r in rows}) > 1:
+            name += f"/{prefix}{value:g}"
+    return name
 
 
 def _constant(rows: list[dict], y: Quantity) -> Statement | None:
@@ -64,7 +72,7 @@ def monotone_in_total(rows: list[dict], y: Quantity, *, increasing: bool, what: 
         pts = sorted(((t, v) for r in members if (t := TOTAL.get(r)) and (v := y.get(r)) is not None))
         if len({t for t, _ in pts}) >= 2:
             rho = spearman([t for t, _ in pts], [v for _, v in pts]) if len(pts) >= 3 else None
-            verdicts.append((_group_name(key, members), is_monotone([v for _, v in pts], increasing=increasing), rho))
+            verdicts.append((_group_name(key, members, rows), is_monotone([v for _, v in pts], increasing=increasing), rho))
     if not verdicts:
         return Statement(claim, NA, "no active size has two models with different total parameters")
     good = [v for v in verdicts if v[1]]
@@ -89,7 +97,7 @@ def best_at_largest(rows: list[dict], y: Quantity, *, what: str) -> Statement:
         if len({p[1] for p in pts}) >= 2:
             sign = 1 if y.higher_is_better else -1
             best = max(pts, key=lambda p: (sign * p[2], p[1]))
-            verdicts.append((_group_name(key, members), best[1] == max(p[1] for p in pts), best[0]))
+            verdicts.append((_group_name(key, members, rows), best[1] == max(p[1] for p in pts), best[0]))
     if not verdicts:
         return Statement(claim, NA, "no active size has two models with different total parameters")
     bad = [f"{name} (best: {r.get('label')})" for name, ok, r in verdicts if not ok]
