@@ -81,3 +81,29 @@ def test_checkpoints_move_between_one_and_two_processes(tmp_path, tiny_cfg):
         summary = json.loads((tmp_path / run / "train_summary.json").read_text())
         assert summary["steps"] == 6 and summary["tokens"] == single["tokens"]
         assert _losses(tmp_path / run) == pytest.approx(_losses(tmp_path / "single"), rel=1e-4)
+
+
+@pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed with gloo")
+def test_a_tokenizer_failure_on_rank_0_stops_every_rank(tmp_path, tiny_cfg):
+    """Only rank 0 builds the tokenizer; when it fails, rank 1 must not wait at a barrier forever."""
+    import time
+
+    import yaml
+
+    not_a_tokenizer = tmp_path / "empty-tokenizer-dir"
+    not_a_tokenizer.mkdir()
+    cfg = tiny_cfg(train={"steps": 2, "distributed": "ddp"}).model_dump(mode="json")
+    cfg["data"]["tokenizer"] = str(not_a_tokenizer)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env["OMP_NUM_THREADS"] = "1"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "moelab", "train", str(path), "--out", str(tmp_path / "run"), "--quiet"]
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode != 0
+    assert time.monotonic() - t0 < 200  # before the fix: rank 1 sat in a 30-minute gloo barrier
+    assert "empty-tokenizer-dir" in proc.stderr  # rank 0's own one-line error
+    assert "rank 0 could not build the tokenizer" in proc.stderr  # rank 1's
+    assert not (tmp_path / "run").exists()  # bad input leaves nothing behind

@@ -47,6 +47,20 @@ class Dist:
         if self.world > 1:
             self._dist().barrier()
 
+    def all_ok(self, ok: bool) -> bool:
+        """A barrier that also tells every rank whether all of them got there with ``ok``.
+
+        Used after work only rank 0 does (building the tokenizer): a bare barrier would leave the
+        other ranks waiting forever when rank 0 raises instead of arriving.
+        """
+        if self.world == 1:
+            return ok
+        dist = self._dist()
+        device = torch.device("cuda", self.local_rank) if dist.get_backend() == "nccl" else torch.device("cpu")
+        flag = torch.tensor([1 if ok else 0], dtype=torch.int32, device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item())
+
     def all_reduce_sum(self, t: torch.Tensor) -> None:
         if self.world > 1:
             self._dist().all_reduce(t)

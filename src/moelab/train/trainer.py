@@ -130,12 +130,19 @@ def _tokenizer(cfg: RunConfig, run_dir: Path, world, dist: Dist):
     from moelab.data.tokenizer import load_tokenizer, save_tokenizer
 
     tok_dir = run_dir / "tokenizer"
+    failure: Exception | None = None
     if not tok_dir.is_dir() and dist.is_main:
-        # data.tokenizer from disk, or a BPE trained on the sources' training documents
-        tok = build_tokenizer(cfg.data, world)
-        with atomic_dir(tok_dir) as tmp:
-            save_tokenizer(tok, tmp)
-    dist.barrier()
+        try:
+            # data.tokenizer from disk, or a BPE trained on the sources' training documents
+            tok = build_tokenizer(cfg.data, world)
+            with atomic_dir(tok_dir) as tmp:
+                save_tokenizer(tok, tmp)
+        except Exception as err:  # noqa: BLE001 — re-raised below, after telling the other ranks
+            failure = err
+    if not dist.all_ok(failure is None):
+        if failure is not None:
+            raise failure
+        raise UserError("rank 0 could not build the tokenizer (its error is in its output); this rank stops too")
     # Always use the reloaded copy, so a fresh run and a resumed run tokenise identically.
     return load_tokenizer(tok_dir)
 
