@@ -1,7 +1,8 @@
 """Atomic file writes: write to a temp sibling, fsync, rename into place.
 
 A reader (or a process restarted after a crash) sees either the old file or the new
-one, never a half-written one. ``rename`` is atomic only within one filesystem, so the
+one, never a half-written one. A writer killed mid-write leaves a hidden temp sibling
+(``.NAME.HOST-PID.XXXX.tmp``); the next successful write of the same path removes it. ``rename`` is atomic only within one filesystem, so the
 temp file always lives in the destination's own directory.
 
     atomic_write_text(path, text)          # also: atomic_write_bytes, atomic_write_json
@@ -17,6 +18,7 @@ import contextlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -56,6 +58,48 @@ def fsync_tree(root: str | Path) -> None:
         fsync_dir(d)
 
 
+def _host() -> str:
+    return socket.gethostname().replace(".", "_")  # no dots: the temp name is split on them
+
+
+def _temp_prefix(path: Path) -> str:
+    """``.NAME.HOST-PID.``: whose temp sibling this is, so leftovers of dead writers can be found."""
+    return f".{path.name}.{_host()}-{os.getpid()}."
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temps(path: str | Path) -> list[Path]:
+    """Remove temp siblings of ``path`` left by writers on this host that no longer run (a SIGKILL
+    between creating the temp and the rename); returns what was removed. Temps of live processes
+    and of other hosts (a shared filesystem) are left alone."""
+    path = Path(path)
+    host, removed = _host(), []
+    for tmp in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+        owner = tmp.name[len(path.name) + 2:].split(".", 1)[0]  # HOST-PID
+        owner_host, _, pid = owner.rpartition("-")
+        if owner_host != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temp path beside ``path``; on success fsync it and rename it onto ``path``.
@@ -64,7 +108,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -75,6 +119,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+    remove_stale_temps(path)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -102,7 +147,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
     try:
         yield tmp
         fsync_tree(tmp)
@@ -110,6 +155,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    remove_stale_temps(path)
 
 
 def replace_dir(src: Path, dst: Path) -> None:

@@ -170,3 +170,37 @@ def test_a_failed_eval_summary_write_keeps_the_previous_summary(tmp_path, monkey
     monkeypatch.undo()
     assert main(argv) == 0
     assert "knowledge" in json.dumps(json.loads((out / "summary.json").read_text()))
+
+
+def test_a_killed_writers_temp_file_is_removed_by_the_next_write(tmp_path):
+    """SIGKILL between creating the temp sibling and the rename leaves it behind; the next
+    successful write of the same file removes it, but never a live writer's or another host's."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from moelab.atomic import atomic_write_text
+
+    target = tmp_path / "results.csv"
+    atomic_write_text(target, "old\n")
+    # a real writer, killed for real while it holds its temp file open
+    code = ("import sys, time; from moelab.atomic import atomic_path\n"
+            "with atomic_path(sys.argv[1]) as tmp:\n"
+            "    open(tmp, 'w').write('half'); print('ready', flush=True); time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(target)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    leftovers = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert len(leftovers) == 1 and f"-{proc.pid}." in leftovers[0].name
+    host = socket.gethostname().replace(".", "_")
+    live = tmp_path / f".results.csv.{host}-{os.getpid()}.live.tmp"  # this process: alive
+    other_host = tmp_path / f".results.csv.elsewhere-{proc.pid}.x.tmp"  # a writer on another machine
+    live.write_text("")
+    other_host.write_text("")
+
+    atomic_write_text(target, "new\n")
+    assert target.read_text() == "new\n"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == sorted([live.name, other_host.name])
