@@ -31,7 +31,7 @@ def _task(args, world):
     return get_task(args.task or f"{FILE_PREFIX}{args.task_file}", world)
 
 
-def _device_dtype(args):
+def device_dtype(args):
     """(device, autocast dtype or None): ``auto`` picks CUDA when there is one; bf16 autocast (fp32
     weights, fp32 log-probs) is the default on CUDA and opt-in elsewhere (``--bf16`` / ``--no-bf16``)."""
     import torch
@@ -51,7 +51,7 @@ def _device_dtype(args):
     return device, dtype
 
 
-def _emit(args, summary: dict, name: str, records=None) -> None:
+def emit_summary(args, summary: dict, name: str, records=None) -> None:
     from moelab.atomic import atomic_write_json
 
     if args.out:
@@ -83,7 +83,7 @@ def _task_and_model(args):
     loads, so a bad task fails fast), then the model."""
     from moelab.modelio import load_model
 
-    device, dtype = _device_dtype(args)
+    device, dtype = device_dtype(args)
     world = _world_for(args.model) if args.task else None  # a task file needs no world
     task = _task(args, world)
     model, tok, _ = load_model(args.model, device=device)
@@ -97,7 +97,7 @@ def cmd_taskloss(args) -> int:
     items = task.splits[args.split][: args.limit] if args.limit else task.splits[args.split]
     result = task_loss(model, tok, items, dtype=dtype, progress=not args.json)
     summary = {"task": task.name, "split": args.split} | result.summary()
-    _emit(args, summary, "taskloss", None)
+    emit_summary(args, summary, "taskloss", None)
     if args.out:
         from moelab.atomic import atomic_write_text
 
@@ -115,7 +115,7 @@ def cmd_accuracy(args) -> int:
         result = accuracy(model, tok, task, split=args.split, shots=args.shots, limit=args.limit,
                           max_new_tokens=args.max_new_tokens, progress=not args.json)
     summary = {"task": task.name, "split": args.split} | result.summary()
-    _emit(args, summary, "accuracy", result.write_records)
+    emit_summary(args, summary, "accuracy", result.write_records)
     return 0
 
 
@@ -125,7 +125,7 @@ def cmd_all(args) -> int:
     from moelab.eval.gaps import evaluate_model
     from moelab.modelio import load_model
 
-    device, dtype = _device_dtype(args)
+    device, dtype = device_dtype(args)
     world = _world_for(args.model)
     cfg = EvalConfig(tasks=args.task or ["knowledge", "reasoning"], task_files=args.task_file or [],
                      limit=args.limit, shots=args.shots, max_new_tokens=args.max_new_tokens)

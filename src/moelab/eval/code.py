@@ -328,11 +328,11 @@ def check_references(items: Sequence[TaskItem], *, timeout_s: float = 5.0, memor
 def cmd_code(args) -> int:
     import torch
 
-    from moelab.eval.cli import _device_dtype, _emit
+    from moelab.eval.cli import device_dtype, emit_summary
     from moelab.eval.tasks import task_from_file
     from moelab.modelio import load_model
 
-    device, dtype = _device_dtype(args)
+    device, dtype = device_dtype(args)
     task = task_from_file(args.task_file)
     code_items(task.splits["heldout"][: args.limit] if args.limit else task.splits["heldout"], task.name)
     model, tok, _ = load_model(args.model, device=device)
@@ -343,7 +343,7 @@ def cmd_code(args) -> int:
             memory_mb=args.memory_mb, workers=args.workers, progress=not args.json,
         )
     summary = {"task": task.name} | result.summary()
-    _emit(args, summary, "code", result.write_records)
+    emit_summary(args, summary, "code", result.write_records)
     return 0
 
 
