@@ -81,3 +81,24 @@ def test_advise_reads_a_sweep_directory_without_writing(tmp_path, synthetic_rows
     from_csv = advise(write_csv_study(tmp_path / "csv", synthetic_rows), 1e12, "reasoning", n_boot=200)
     assert from_files["optimal_tpp"] == pytest.approx(from_csv["optimal_tpp"])
     assert from_files["recommendation"]["num_experts"] == from_csv["recommendation"]["num_experts"]
+
+
+def test_a_family_with_several_top_k_recommends_its_best_models_k(tmp_path, synthetic_rows):
+    """per_k studies: every k of a d_model has the same active parameters, so one active-size
+    family holds several k; the advice uses the k of the family's best model."""
+    from moelab.analysis.data import load_study_rows
+
+    rows = [dict(r) for r in synthetic_rows]
+    k1_active = {(r["budget"], r["d_model"]): r["active_params"] for r in rows
+                 if r.get("status") == "done" and r["top_k"] == 1}
+    for r in rows:
+        if r.get("status") == "done" and r["top_k"] == 2:
+            r["active_params"] = k1_active[(r["budget"], r["d_model"])] * 1.02
+    study = write_csv_study(tmp_path / "perk", rows)
+    loaded, _ = load_study_rows(study, write_store=False)
+    assert len({r["active_size"] for r in loaded if r.get("status") == "done" and r["budget"] == 1e12}) == 1
+    a = advise(study, 1e12, "reasoning", n_boot=100)
+    rec = a["recommendation"]
+    assert rec is not None and rec["top_k"] in (1, 2) and rec["num_experts"] >= rec["top_k"]
+    best_k = next(r["top_k"] for r in loaded if r["run_id"] == a["nearest_budget"]["best_run_id"])
+    assert rec["top_k"] == best_k

@@ -135,8 +135,11 @@ def advise(study_dir: str | Path, budget: float, task_family: str, *, metric: st
     nearest = min(chosen, key=lambda g: abs(math.log10(g.flops) - math.log10(budget)))
 
     # step 3: the architecture
+    # An active-size family holds several top-k when the study keeps active parameters fixed across k
+    # (expert_width_rule: per_k); then the best model's k is the one to recommend.
     shape = nearest.shape()
-    d, k = shape.get("d_model"), shape.get("top_k")
+    d = shape.get("d_model", nearest.best.get("d_model"))
+    k = shape.get("top_k", nearest.best.get("top_k"))
     rec: dict | None = None
     line = _shape_line(rows, d, k) if d is not None and k is not None else None
     if line is not None:
