@@ -89,6 +89,9 @@ def test_report_with_lr_axis_grpo_and_ttc(tmp_path):
     assert {"grpo-reasoning", "ttc-reasoning", "gap-reasoning-vs-lr"} <= pngs
     assert "grows with the learning rate" in page
     assert "still the best after GRPO" in page
+    n_done = sum(r["status"] == "done" for r in rows)  # post-trained variants are not planned runs
+    summary = (study / "report" / "data" / "summary.csv").read_text()
+    assert f"every feasible planned run finished,yes,{n_done} done; post-trained: 3 grpo done" in summary
 
 
 def test_demo_report_is_one_self_contained_file(tmp_path, failing_rows):

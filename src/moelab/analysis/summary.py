@@ -160,10 +160,15 @@ def gap_trend(rows: list[dict], x: str, y: Quantity, *, what: str, xname: str) -
 
 
 def status_statement(rows: list[dict]) -> Statement:
-    counts = Counter(r["status"] for r in rows)
-    planned = [r for r in rows if r["status"] != "infeasible"]
+    """Counts the planned (pretraining) runs; post-trained variants are added to the detail."""
+    pretrain = [r for r in rows if not r.get("posttrain")]
+    counts = Counter(r["status"] for r in pretrain)
+    planned = [r for r in pretrain if r["status"] != "infeasible"]
     done = counts.get("done", 0)
     detail = ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts.get(s)) or "no runs"
+    post = Counter(f"{r['posttrain']} {r['status']}" for r in rows if r.get("posttrain"))
+    if post:
+        detail += "; post-trained: " + ", ".join(f"{n} {what}" for what, n in sorted(post.items()))
     return Statement("every feasible planned run finished", YES if planned and done == len(planned) else NO, detail)
 
 
