@@ -90,8 +90,10 @@ def test_report_with_lr_axis_grpo_and_ttc(tmp_path):
     assert "grows with the learning rate" in page
     assert "still the best after GRPO" in page
     n_done = sum(r["status"] == "done" for r in rows)  # post-trained variants are not planned runs
+    n_infeasible = sum(r["status"] == "infeasible" for r in rows)
     summary = (study / "report" / "data" / "summary.csv").read_text()
-    assert f"every feasible planned run finished,yes,{n_done} done; post-trained: 3 grpo done" in summary
+    assert (f'every feasible planned run finished,yes,"{n_done} done, {n_infeasible} infeasible; '
+            f'post-trained: 3 grpo done"') in summary
 
 
 def test_demo_report_is_one_self_contained_file(tmp_path, failing_rows):
