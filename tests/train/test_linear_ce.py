@@ -90,3 +90,12 @@ def test_bad_arguments_are_refused():
         linear_cross_entropy(h, w, y, reduction="none")
     with pytest.raises(ValueError, match="targets"):
         linear_cross_entropy(h, w, y[:, :-1])
+
+
+def test_an_empty_batch_gives_zero_loss_and_zero_gradients():
+    h = torch.randn(0, D, requires_grad=True)
+    w = torch.randn(V, D, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = linear_cross_entropy(h, w, torch.zeros(0, dtype=torch.long))
+    loss.backward()
+    assert loss.item() == 0.0 and w.grad.abs().sum() == 0
