@@ -74,7 +74,7 @@ def test_per_k_expert_width_keeps_active_parameters():
     assert len({r.active_params for r in runs}) == 1 and len({r.tokens for r in runs}) == 1
 
 
-@pytest.mark.parametrize("preset", ["smoke", "demo", "paper", "paper-cpu", "paper-cpu-extras"])
+@pytest.mark.parametrize("preset", ["smoke", "demo", "paper", "paper-cpu", "paper-cpu-extras", "paper-cpu-seeds"])
 def test_every_bundled_study_preset_plans(preset):
     from importlib.resources import files
 
@@ -87,5 +87,7 @@ def test_every_bundled_study_preset_plans(preset):
             dense = next(r for r in runs if r.feasible and r.config.model.d_model == d and r.config.model.num_experts == 1)
             for r in (r for r in runs if r.feasible and r.config.model.d_model == d):
                 assert abs(r.active_params / dense.active_params - 1) < 0.1, r.run_id
+    if preset == "paper-cpu-seeds":
+        assert {r.seed for r in runs if r.feasible} == {0, 1, 2} and sum(r.feasible for r in runs) == 21
     if preset == "paper-cpu-extras":
         assert study.posttrain and study.ttc and {r.config.train.lr for r in runs} == {1e-3, 3e-3, 1e-2}
