@@ -131,3 +131,36 @@ def test_active_size_families_follow_the_expert_width_rule():
     sizes = [r["active_size"] for r in rows]
     assert len(set(sizes[:4])) == 1 and 53_500 <= sizes[0] <= 57_500  # one per_k family, its median
     assert sizes[4] == 150_000 and sizes[5] == sizes[6] != sizes[4]  # fixed width: k=1 and k=2 differ
+
+
+def test_report_with_a_seed_axis_shows_the_run_to_run_spread(tmp_path):
+    """Three seeds per configuration, with a known seed noise (sd 0.05) much smaller than the E effect:
+    the section appears, its CSV holds mean and sd per configuration, the summary says the
+    configurations differ by more than the seeds."""
+    import csv
+
+    import numpy as np
+
+    rows = []
+    rng = np.random.default_rng(0)
+    for seed in (0, 1, 2):
+        for r in make_rows(budgets=(1e12,), experts=(1, 4, 16, 32), top_ks=(1,), noise=0.0):
+            r = dict(r, seed=seed, run_id=f"{r['run_id']}-s{seed}")
+            if r["status"] == "done":
+                r["task_loss/reasoning/heldout"] += float(rng.normal(0, 0.05))
+            rows.append(r)
+    study = write_csv_study(tmp_path / "s", rows)
+    page = build_report(study, n_boot=N_BOOT).read_text()
+    assert ">Run-to-run spread (seeds)</h2>" in page
+    spread = list(csv.DictReader(open(study / "report" / "data" / "seed-spread.csv")))
+    assert len(spread) == 4 and all(r["seeds"] == "3" for r in spread)
+    sds = [float(r["task_loss/reasoning/heldout sd"]) for r in spread]
+    assert 0.005 < float(np.median(sds)) < 0.15  # the injected 0.05
+    summary = (study / "report" / "data" / "summary.csv").read_text()
+    assert "task_loss/reasoning/heldout differs between configurations by more than between seeds,yes" in summary
+
+
+def test_report_without_a_seed_axis_has_no_spread_section(tmp_path, synthetic_rows):
+    study = write_csv_study(tmp_path / "s", synthetic_rows)
+    page = build_report(study, n_boot=N_BOOT).read_text()
+    assert "Run-to-run spread" not in page and "between seeds" not in page

@@ -257,6 +257,33 @@ def _optimal(rows, fams, style, out, optima) -> list[Section]:
     return sections
 
 
+def _seed_spread(rows, fams, out) -> Section | None:
+    """Mean ± sd over seeds per configuration, when the study has a seed axis."""
+    from moelab.analysis.seeds import CONFIG_AXES, spread_rows, spread_summary
+
+    header, body = spread_rows(rows, fams)
+    if not body:
+        return None
+    write_csv(out / "data" / "seed-spread.csv", header, body)
+    summary = [[key, f"{seed_sd:.3g}", f"{config_sd:.3g}", f"{config_sd / seed_sd:.2g}" if seed_sd else "–", n]
+               for key, seed_sd, config_sd, n in spread_summary(rows, fams)]
+    n_cfg = len(CONFIG_AXES)  # each row: the configuration, the number of seeds, then (mean, sd) pairs
+    table = []
+    for r in body:
+        cfg = [fmt_si(r[0]), *("–" if v is None else f"{v:g}" for v in r[1:n_cfg])]
+        stats = ["–" if m is None or sd is None else f"{m:.4g} ± {sd:.2g}"
+                 for m, sd in zip(r[n_cfg + 1::2], r[n_cfg + 2::2])]
+        table.append([*cfg, r[n_cfg], *stats])
+    cols = [*CONFIG_AXES, "seeds", *(h.removesuffix(" mean") for h in header[n_cfg + 1::2])]
+    intro = ("<p>The same configuration trained with different seeds (initialisation and batch order). A "
+             "difference between configurations smaller than the seed spread is not an effect. Values: mean ± "
+             "sample standard deviation over the seeds.</p>")
+    return Section("Run-to-run spread (seeds)", intro=intro, tables=[
+        H.table(["quantity", "median sd across seeds", "sd of configuration means", "ratio", "configurations"],
+                summary, left=1),
+        H.table(cols, table, left=n_cfg)])
+
+
 # ---------------------------------------------------------------- assembling
 
 
@@ -285,6 +312,7 @@ def _sections(rows: list[dict], out: Path, study_dir: Path | None, *, n_boot: in
         _loss_accuracy(rows, fams, style, out),
         _posttrain(rows, fams, style, out, prepost),
         _ttc(style, out, curves),
+        _seed_spread(rows, fams, out),
         *_optimal(rows, fams, style, out, optima),
     ]
     return [s for s in sections if s is not None]

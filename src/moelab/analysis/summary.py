@@ -223,4 +223,19 @@ def summarize(rows: list[dict], families: list[str], optima: dict, *, prepost: d
                                           what=f"{fam} accuracy"))
     for task, curves in (ttc or {}).items():
         out.append(ttc_statement(curves, task=task))
+    out += seed_statements(rows, families)
+    return out
+
+
+def seed_statements(rows: list[dict], families: list[str]) -> list[Statement]:
+    """With a seed axis: does each metric differ between configurations more than between seeds?"""
+    from moelab.analysis.seeds import spread_summary
+
+    out = []
+    for key, seed_sd, config_sd, n in spread_summary(rows, families):
+        claim = f"{key} differs between configurations by more than between seeds"
+        ratio = config_sd / seed_sd if seed_sd > 0 else math.inf
+        answer = YES if ratio >= 2 else (PARTLY if ratio >= 1 else NO)
+        out.append(Statement(claim, answer, f"{n} configurations with ≥2 seeds: sd of their means {config_sd:.3g}, "
+                                            f"median sd across seeds {seed_sd:.3g} (ratio {ratio:.2g})"))
     return out
