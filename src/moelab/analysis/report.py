@@ -271,10 +271,11 @@ def _seed_spread(rows, fams, out) -> Section | None:
     table = []
     for r in body:
         cfg = [fmt_si(r[0]), *("–" if v is None else f"{v:g}" for v in r[1:n_cfg])]
-        stats = ["–" if m is None or sd is None else f"{m:.4g} ± {sd:.2g}"
+        stats = ["–" if m is None or sd is None else f"{m:.3g} ± {sd:.2g}"
                  for m, sd in zip(r[n_cfg + 1::2], r[n_cfg + 2::2])]
         table.append([*cfg, r[n_cfg], *stats])
-    cols = [*CONFIG_AXES, "seeds", *(h.removesuffix(" mean") for h in header[n_cfg + 1::2])]
+    short = {"d_model": "d", "num_experts": "E", "top_k": "k", "init_std": "init std"}
+    cols = [*(short.get(c, c) for c in CONFIG_AXES), "seeds", *(h.removesuffix(" mean") for h in header[n_cfg + 1::2])]
     intro = ("<p>The same configuration trained with different seeds (initialisation and batch order). A "
              "difference between configurations smaller than the seed spread is not an effect. Values: mean ± "
              "sample standard deviation over the seeds.</p>")
