@@ -15,6 +15,7 @@ temp file always lives in the destination's own directory.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -83,7 +84,7 @@ def remove_stale_temps(path: str | Path) -> list[Path]:
     and of other hosts (a shared filesystem) are left alone."""
     path = Path(path)
     host, removed = _host(), []
-    for tmp in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
         owner = tmp.name[len(path.name) + 2:].split(".", 1)[0]  # HOST-PID
         owner_host, _, pid = owner.rpartition("-")
         if owner_host != host or not pid.isdigit() or _alive(int(pid)):
@@ -94,10 +95,6 @@ def remove_stale_temps(path: str | Path) -> list[Path]:
             tmp.unlink(missing_ok=True)
         removed.append(tmp)
     return removed
-
-
-def glob_escape(name: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 @contextlib.contextmanager
