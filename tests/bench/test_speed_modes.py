@@ -1,7 +1,9 @@
 """Every fast path a speed-up added gives the same results as the plain one.
 
-* ``attend``: every path (the CPU bf16 single-query upcast included) vs fp32 SDPA, with causal,
-  padding-mask and grouped-KV inputs.
+* ``attend``: every path (the CPU bf16 single-query upcast and the CPU bf16 matmul attention
+  included) vs fp32 SDPA, with causal, padding-mask and grouped-KV inputs; matmul attention's
+  gradients too.
+* Row-padded expert groups (CPU bf16): the same MoE outputs and gradients as exact groups.
 * KV cache without padding (mask-free SDPA) vs with a mask; cached generation vs full forward.
 * ``cached_weight_casts``: identical outputs, and a weight change is picked up.
 * ``maybe_compile``: compiled blocks give the eager logits and gradients (slow: compiles).
@@ -14,7 +16,8 @@ import torch.nn.functional as F
 import moelab.model.transformer as tr
 from moelab.config import ModelConfig
 from moelab.model import KVCache, MoETransformer, generate
-from moelab.model.moe import cached_weight_casts
+from moelab.model import moe as moe_mod
+from moelab.model.moe import MoE, cached_weight_casts, dispatch
 
 BF16_TOL = dict(atol=2e-2, rtol=2e-2)
 
@@ -50,6 +53,70 @@ def test_attention_paths_match_fp32_sdpa(kind, kv_heads):
     assert got.dtype == torch.bfloat16 and got.shape == expected.shape
     torch.testing.assert_close(got.float(), expected, **BF16_TOL)
     torch.testing.assert_close(tr.attend(q, k, v, mask), expected, atol=1e-5, rtol=1e-5)  # fp32: SDPA
+
+
+@pytest.mark.parametrize("kind", ["causal", "mask"])
+def test_matmul_attention_gradients_match_fp32_sdpa(kind):
+    gen = torch.Generator().manual_seed(1)
+    B, H, Hkv, T, Dh = 2, 4, 2, 24, 16
+    q = torch.randn(B, H, T, Dh, generator=gen)
+    k, v = (torch.randn(B, Hkv, T, Dh, generator=gen) for _ in range(2))
+    mask = None
+    if kind == "mask":
+        valid = torch.ones(B, T, dtype=torch.bool)
+        valid[1, :5] = False
+        mask = tr.attention_mask(valid, torch.arange(T))
+    grad_out = torch.randn(B, H, T, Dh, generator=gen)
+
+    def grads(fn, *xs):
+        xs = [x.detach().requires_grad_() for x in xs]
+        fn(*xs).float().backward(grad_out.to(xs[0].dtype))
+        return [x.grad.float() for x in xs]
+
+    expected = grads(lambda q, k, v: _reference(q, k, v, mask, causal=mask is None), q, k, v)
+    got = grads(lambda q, k, v: tr.matmul_attention(q, k, v, mask), q.bfloat16(), k.bfloat16(), v.bfloat16())
+    for g, e, name in zip(got, expected, "qkv"):
+        torch.testing.assert_close(g, e, atol=5e-2, rtol=5e-2, msg=name)
+        assert torch.isfinite(g).all()
+
+
+def test_dispatch_pads_groups_to_the_row_multiple():
+    idx_NK = torch.tensor([[2, 0], [0, 1], [2, 1], [2, 0]])
+    plan = dispatch(idx_NK, 4, row_align=4)
+    assert plan.counts_E.tolist() == [3, 2, 3, 0]
+    assert plan.offs_E.tolist() == [4, 8, 12, 12]  # every group a multiple of 4 rows
+    # each slot (n*K + k) lands in its expert's group, in token order; padding rows read token 0
+    rows = plan.row_of_slot_S.tolist()
+    assert [rows[s] for s in (1, 2, 7)] == [0, 1, 2]  # expert 0: slots 1, 2, 7
+    assert [rows[s] for s in (3, 5)] == [4, 5]  # expert 1 starts at row 4
+    assert [rows[s] for s in (0, 4, 6)] == [8, 9, 10]
+    assert plan.token_R.tolist() == [0, 1, 3, 0, 1, 2, 0, 0, 0, 2, 3, 0]
+    for slot, row in enumerate(rows):
+        assert plan.token_R[row] == slot // 2
+
+
+def test_padded_expert_groups_give_the_exact_groups_results(monkeypatch):
+    torch.manual_seed(0)
+    layer = MoE(d_model=64, num_experts=8, top_k=2, hidden=96)
+    for p in layer.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    x = torch.randn(4, 40, 64)
+
+    def run(align):
+        monkeypatch.setattr(moe_mod, "_CPU_ROW_ALIGN", align)
+        layer.zero_grad()
+        xi = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y, stats = layer(xi)
+        y.float().square().sum().backward()
+        return y.float(), xi.grad, {n: p.grad.clone() for n, p in layer.named_parameters()}
+
+    y1, gx1, gp1 = run(1)
+    y32, gx32, gp32 = run(32)
+    torch.testing.assert_close(y32, y1, atol=1e-2, rtol=1e-2)
+    torch.testing.assert_close(gx32, gx1, atol=1e-2, rtol=1e-2)
+    for name in gp1:
+        torch.testing.assert_close(gp32[name], gp1[name], atol=1e-2, rtol=1e-2, msg=name)
 
 
 def test_unpadded_cache_runs_mask_free_and_matches_full_forward():

@@ -66,11 +66,24 @@ class Dispatch(NamedTuple):
     order_S: torch.Tensor  # slot ids (n*K + k) sorted by expert, stable
     token_S: torch.Tensor  # token of each sorted slot
     counts_E: torch.Tensor  # int64 slots per expert
-    offs_E: torch.Tensor  # int32 cumulative counts (grouped_mm group ends)
+    offs_E: torch.Tensor  # int32 cumulative group sizes (grouped_mm group ends), padding included
+    # With row padding (``row_align > 1``): the grouped-matmul row of each slot, in slot order,
+    # and the token each of the R rows reads (padding rows read token 0). None without padding.
+    row_of_slot_S: torch.Tensor | None = None
+    token_R: torch.Tensor | None = None
 
 
-def dispatch(idx_NK: torch.Tensor, num_experts: int) -> Dispatch:
-    """Group the N*K routed slots by expert without host synchronisation."""
+def dispatch(idx_NK: torch.Tensor, num_experts: int, row_align: int = 1) -> Dispatch:
+    """Group the N*K routed slots by expert without host synchronisation.
+
+    ``row_align > 1`` rounds every expert's group up to a multiple of ``row_align`` rows (one
+    host sync for the total, so meant for CPU). Why: on CPU, bf16 ``grouped_mm`` runs one oneDNN
+    matmul per expert, and oneDNN JIT-compiles a kernel for every new row count (≈0.3 ms each,
+    measured); routing changes every step, so exact group sizes keep missing its cache (≈60 ms
+    of a 0.5 s step at the issue-7 reference size). Padded sizes take a few dozen values. The
+    padding rows are real tokens' rows whose outputs are never read: their gradient is zero,
+    so they add exactly nothing to any weight or input gradient.
+    """
     top_k = idx_NK.shape[-1]
     expert_S = idx_NK.reshape(-1)
     # Stable, so slots of one expert keep token order: results do not depend on sort internals.
@@ -78,8 +91,16 @@ def dispatch(idx_NK: torch.Tensor, num_experts: int) -> Dispatch:
     token_S = torch.div(order_S, top_k, rounding_mode="floor")
     counts_E = torch.zeros(num_experts, dtype=torch.long, device=idx_NK.device)
     counts_E.scatter_add_(0, expert_S, torch.ones_like(expert_S))
-    offs_E = counts_E.cumsum(0).to(torch.int32)
-    return Dispatch(order_S, token_S, counts_E, offs_E)
+    if row_align == 1:
+        return Dispatch(order_S, token_S, counts_E, counts_E.cumsum(0).to(torch.int32))
+    sizes_E = torch.div(counts_E + row_align - 1, row_align, rounding_mode="floor") * row_align
+    ends_E = sizes_E.cumsum(0)
+    shift_E = (ends_E - sizes_E) - (counts_E.cumsum(0) - counts_E)  # padded start - packed start
+    row_S = torch.arange(expert_S.numel(), device=idx_NK.device) + shift_E[expert_S[order_S]]
+    row_of_slot_S = torch.empty_like(row_S).index_copy_(0, order_S, row_S)
+    token_R = torch.zeros(int(ends_E[-1]), dtype=token_S.dtype, device=idx_NK.device)
+    token_R.index_copy_(0, row_S, token_S)
+    return Dispatch(order_S, token_S, counts_E, ends_E.to(torch.int32), row_of_slot_S, token_R)
 
 
 def grouped_matmul(x_MI: torch.Tensor, w_EIO: torch.Tensor, offs_E: torch.Tensor) -> torch.Tensor:
@@ -113,6 +134,8 @@ def _grouped_mm_outside_compile(x_MI: torch.Tensor, w_EIO: torch.Tensor, offs_E:
 
 # Under CPU autocast, experts averaging fewer routed rows than this run in fp32 (see compute_dtype).
 _CPU_MIN_ROWS_PER_EXPERT = 4
+# Under CPU bf16, expert groups are padded to a multiple of this many rows (see dispatch).
+_CPU_ROW_ALIGN = 32
 
 
 class GroupedExperts(nn.Module):
@@ -135,6 +158,11 @@ class GroupedExperts(nn.Module):
         if device.type == "cpu" and num_rows < _CPU_MIN_ROWS_PER_EXPERT * self.w_gate.shape[0]:
             return self.w_gate.dtype
         return torch.get_autocast_dtype(device.type)
+
+    def row_align(self, device: torch.device, dtype: torch.dtype) -> int:
+        """Group-size multiple for :func:`dispatch`: only CPU bf16/fp16 runs through oneDNN's
+        per-shape kernels (fp32 goes to MKL, CUDA has one grouped kernel)."""
+        return _CPU_ROW_ALIGN if device.type == "cpu" and dtype in (torch.bfloat16, torch.float16) else 1
 
     def weights(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``w_gate, w_up, w_down`` in ``dtype``.
@@ -195,14 +223,19 @@ class MoE(nn.Module):
         B, T, D = x_BTD.shape
         x_ND = x_BTD.reshape(-1, D)
         route = self.router(x_ND)
-        plan = dispatch(route.idx_NK, self.num_experts)
+        dtype = self.experts.compute_dtype(x_ND.device, x_ND.shape[0] * self.top_k)
+        plan = dispatch(route.idx_NK, self.num_experts, self.experts.row_align(x_ND.device, dtype))
         # Cast before the gather: N rows to convert instead of N*K.
-        x_ND = x_ND.to(self.experts.compute_dtype(x_ND.device, plan.token_S.shape[0]))
-        h_SD = self.experts(x_ND[plan.token_S], plan.offs_E)
-        # Un-permute back to (token, k) slot order and reduce over k, instead of an index_add_
-        # into tokens: same sum, but deterministic on GPU (no float atomics) and each slot's
-        # weight stays a plain differentiable multiply — the router's gradient path.
-        y_SD = torch.empty_like(h_SD).index_copy(0, plan.order_S, h_SD)
+        x_ND = x_ND.to(dtype)
+        if plan.token_R is None:
+            h_SD = self.experts(x_ND[plan.token_S], plan.offs_E)
+            # Un-permute back to (token, k) slot order and reduce over k, instead of an index_add_
+            # into tokens: same sum, but deterministic on GPU (no float atomics) and each slot's
+            # weight stays a plain differentiable multiply — the router's gradient path.
+            y_SD = torch.empty_like(h_SD).index_copy(0, plan.order_S, h_SD)
+        else:
+            h_RD = self.experts(x_ND[plan.token_R], plan.offs_E)
+            y_SD = h_RD.index_select(0, plan.row_of_slot_S)  # slot order, padding rows dropped
         y_NKD = y_SD.view(-1, self.top_k, D)
         y_ND = (y_NKD * route.weights_NK.unsqueeze(-1).to(y_NKD.dtype)).sum(dim=1)
         stats = RouterStats(route.logits_NE, route.probs_NE, route.idx_NK, plan.counts_E)
