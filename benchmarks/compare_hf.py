@@ -233,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 fns = {"moelab": moelab_generate(moe, prompts_g, args.new_tokens, prec),
                        "hf": hf_generate(hf, prompts_g, args.new_tokens, prec)}
-            secs = alternate(fns, device, repeats=args.repeats, warmup=args.warmup)
+            warmup = bench.default_warmup(work) if args.warmup is None else args.warmup
+            secs = alternate(fns, device, repeats=args.repeats, warmup=warmup)
             per[prec] = {side: {"seconds": s, "tokens_per_s": tokens[work] / statistics.median(s)}
                          for side, s in secs.items()}
             print(f"{work:9s} {prec:5s} moelab {per[prec]['moelab']['tokens_per_s']:9.0f} tok/s   "

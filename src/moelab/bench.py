@@ -42,7 +42,7 @@ import resource
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -66,7 +66,7 @@ class BenchSpec:
     compile: bool = False
     threads: int | None = None
     repeats: int = 3
-    warmup: int = 1
+    warmup: int | None = None  # None: default_warmup(mode)
     device: str = "auto"
     seed: int = 0
 
@@ -93,6 +93,13 @@ def autocast(device: torch.device, dtype: str):
     if dtype == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def default_warmup(mode: str) -> int:
+    """Untimed runs before timing. Training needs several: on CPU under bf16, oneDNN compiles a
+    kernel for each new expert group size it meets (see ``moelab.model.moe.dispatch``), so the
+    first steps of a run are slower than the steady state a long training run sees."""
+    return 10 if mode == "train" else 1
 
 
 def time_runs(fn: Callable[[], object], device: torch.device, *, repeats: int, warmup: int) -> list[float]:
@@ -196,6 +203,8 @@ def run_bench(spec: BenchSpec) -> dict:
     for name in ("batch", "seq", "new_tokens", "prompt_len", "repeats"):
         if getattr(spec, name) <= 0:
             raise UserError(f"--{name.replace('_', '-')}: must be positive, got {getattr(spec, name)}")
+    if spec.warmup is None:
+        spec = replace(spec, warmup=default_warmup(spec.mode))
     if spec.warmup < 0:
         raise UserError(f"--warmup: must be >= 0, got {spec.warmup}")
     device = resolve_device(spec.device)
@@ -261,6 +270,7 @@ def run_bench(spec: BenchSpec) -> dict:
         "seq": spec.seq if spec.mode != "generate" else None,
         "prompt_len": spec.prompt_len if spec.mode == "generate" else None,
         "new_tokens": spec.new_tokens if spec.mode == "generate" else None,
+        "warmup_runs": spec.warmup,
         "tokens_per_run": tokens,
         "seconds": seconds,
         "median_seconds": median,

@@ -28,7 +28,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt-len", type=int, default=32, help="generate: prompt tokens per row")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--warmup", type=int, default=None,
+                   help="untimed runs first (default: 10 for train, where CPU bf16 kernels are compiled for each "
+                        "new expert group size during the first steps; 1 otherwise)")
 
 
 def add_bench_command(subparsers) -> None:
