@@ -161,7 +161,7 @@ def train_step_fn(model, batch_BT: tuple[torch.Tensor, torch.Tensor], device: to
                   train_cfg: TrainConfig | None = None) -> Callable[[], float]:
     """One trainer-identical optimizer step on a fixed batch; returns the loss (one host sync)."""
     from moelab.train.objective import micro_batch_losses
-    from moelab.train.optim import build_optimizer
+    from moelab.train.optim import build_optimizer, clip_grad_norm_
 
     t = train_cfg or TrainConfig(lr=1e-5)
     opt = build_optimizer(model, t)
@@ -173,7 +173,7 @@ def train_step_fn(model, batch_BT: tuple[torch.Tensor, torch.Tensor], device: to
         with autocast(device, dtype):
             loss = micro_batch_losses(model, x_BT, y_BT, top_k).total(t.aux_loss_coef, t.z_loss_coef)
         loss.backward()
-        gn = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+        gn = clip_grad_norm_(model.parameters(), t.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
         return torch.stack([loss.detach(), gn]).tolist()[0]

@@ -64,3 +64,26 @@ def test_constant_and_degenerate_schedules():
     assert lr_at(0, 1, one) == pytest.approx(0.5 * 0.2)  # a single step is also the last
     long_warm = TrainConfig(lr=1.0, warmup_steps=50, schedule="wsd")
     assert lr_at(9, 10, long_warm) == pytest.approx(1.0)  # warmup clipped to the run length
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3, float("nan")])  # norm below, near, above the clip; NaN
+def test_clip_grad_norm_is_torchs_bit_for_bit(scale):
+    from moelab.train.optim import clip_grad_norm_
+
+    gen = torch.Generator().manual_seed(3)
+    shapes = [(7, 5), (11,), (3, 4, 2)]
+    grads = [torch.randn(s, generator=gen) * scale for s in shapes]
+    if scale == 1.0:  # put the norm within 1e-6 of the clip: the coefficient is then just below 1
+        total = torch.nn.utils.get_total_norm(grads)
+        grads = [g / total * (1.0 - 5e-7) for g in grads]
+    ours, theirs = ([torch.nn.Parameter(torch.zeros(s)) for s in shapes] for _ in range(2))
+    for a, b, g in zip(ours, theirs, grads):
+        a.grad, b.grad = g.clone(), g.clone()
+    ours.append(torch.nn.Parameter(torch.zeros(2)))  # a parameter without a gradient is skipped
+    norm = clip_grad_norm_(ours, 1.0)
+    expected = torch.nn.utils.clip_grad_norm_(theirs, 1.0)
+    torch.testing.assert_close(norm, expected, equal_nan=True, rtol=0, atol=0)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a.grad, b.grad, equal_nan=True, rtol=0, atol=0)
+    if scale == 1e3:
+        assert torch.nn.utils.get_total_norm([a.grad for a in ours[:3]]) <= 1.0 + 1e-5

@@ -60,6 +60,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from moelab.data.world import Task, TaskItem
 from moelab.errors import UserError
 from moelab.posttrain.advantages import group_advantages, grpo_loss, zero_variance_share
+from moelab.train.optim import clip_grad_norm_
 
 __all__ = ["GRPOConfig", "grpo", "Rollouts", "rollout", "reward_of", "sequence_logprobs", "load_grpo_config", "resolve_device"]
 
@@ -397,7 +398,7 @@ class _Loop:
                 terms.loss.backward()
                 sums += torch.stack([terms.pg_loss, terms.kl, terms.entropy, terms.clip_frac]) * terms.num_tokens
             max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), max_norm)
+            grad_norm = clip_grad_norm_(self.policy.parameters(), max_norm)
             if not torch.isfinite(grad_norm):
                 raise UserError(f"GRPO diverged at step {step + 1}: non-finite gradient norm (try a lower --lr)")
             self.optimizer.step()

@@ -22,6 +22,7 @@ import torch
 
 from moelab.config import TrainConfig
 from moelab.errors import UserError
+from moelab.train.optim import clip_grad_norm_
 
 
 @dataclass
@@ -109,7 +110,7 @@ class Dist:
 
     def clip_grad_norm(self, model: torch.nn.Module, max_norm: float) -> torch.Tensor:
         """Clip in place; return the pre-clip global norm as a plain tensor."""
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+        norm = clip_grad_norm_(model.parameters(), max_norm)
         full = getattr(norm, "full_tensor", None)  # DTensor under FSDP2
         return full() if full is not None else norm
 

@@ -98,3 +98,20 @@ def lr_at(step: int, total_steps: int, cfg: TrainConfig) -> float:
     span = last - decay_start
     progress = min(1.0, (step - decay_start) / span)
     return peak + (floor - peak) * progress
+
+
+def clip_grad_norm_(parameters, max_norm: float) -> torch.Tensor:
+    """``torch.nn.utils.clip_grad_norm_``, bit for bit, without its no-op multiply on CPU.
+
+    torch multiplies every gradient by the clamped coefficient even when that is exactly 1, to
+    spare GPUs a host sync. On CPU reading the coefficient is free, and skipping the multiply
+    saves a read and a write of every gradient: ≈5 ms of the issue-7 reference training step,
+    whose norm falls below the clip after its first step. Returns the pre-clip total norm.
+    """
+    params = [p for p in parameters if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+    if type(norm) is torch.Tensor and norm.device.type == "cpu":  # not a DTensor, not on a GPU
+        if torch.clamp(max_norm / (norm + 1e-6), max=1.0).item() == 1.0:
+            return norm
+    torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
+    return norm
