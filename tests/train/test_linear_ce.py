@@ -18,22 +18,13 @@ def _inputs(seed=0):
     return h_BTD, w_VD, y_BT
 
 
-@pytest.fixture(params=["fused-softmax", "exp-pass"])
-def softmax_path(request, monkeypatch):
-    """Both chunk paths: torch.softmax (CPU's default) and the max/exp/sum passes (other devices)."""
-    from moelab.train import linear_ce
-
-    monkeypatch.setattr(linear_ce, "FUSED_SOFTMAX_DEVICES", ("cpu",) if request.param == "fused-softmax" else ())
-    return request.param
-
-
 def _reference(h_BTD, w_VD, y_BT, reduction="mean"):
     return F.cross_entropy(F.linear(h_BTD, w_VD).float().flatten(0, 1), y_BT.flatten(), reduction=reduction)
 
 
 @pytest.mark.parametrize("chunk_rows", [1, 10, 111, 1000])
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
-def test_loss_and_gradients_equal_the_unfused_path_in_fp32(chunk_rows, reduction, softmax_path):
+def test_loss_and_gradients_equal_the_unfused_path_in_fp32(chunk_rows, reduction):
     h, w, y = _inputs()
     ref = _reference(h, w, y, reduction)
     ref_gh, ref_gw = torch.autograd.grad(ref * 3.0, [h, w])  # a non-unit upstream gradient
@@ -47,8 +38,7 @@ def test_loss_and_gradients_equal_the_unfused_path_in_fp32(chunk_rows, reduction
 
 
 @pytest.mark.parametrize("group_elements", [1 << 25, 40 * V])  # one weight-gradient group, or several
-def test_under_bf16_autocast_it_matches_autocast_linear_to_bf16_resolution(group_elements, monkeypatch,
-                                                                           softmax_path):
+def test_under_bf16_autocast_it_matches_autocast_linear_to_bf16_resolution(group_elements, monkeypatch):
     from moelab.train import linear_ce
 
     monkeypatch.setattr(linear_ce, "GROUP_ELEMENTS", group_elements)
@@ -63,21 +53,6 @@ def test_under_bf16_autocast_it_matches_autocast_linear_to_bf16_resolution(group
     scale_h, scale_w = ref_gh.abs().max(), ref_gw.abs().max()
     assert (gh - ref_gh).abs().max() <= 1e-2 * scale_h
     assert (gw - ref_gw).abs().max() <= 1e-2 * scale_w
-
-
-def test_a_target_far_below_the_rest_keeps_its_exact_loss(softmax_path):
-    """A target probability below e^-87 underflows to 0 in fp32 softmax; the loss must stay exact."""
-    h = torch.zeros(2, 1, 4, requires_grad=True)
-    w = torch.zeros(5, 4, requires_grad=True)
-    with torch.no_grad():
-        h[:, 0, 0] = 1.0
-        w[:, 0] = torch.tensor([0.0, 0.0, 0.0, -150.0, 300.0])  # logits 0, 0, 0, -150, 300
-    y = torch.tensor([[3], [4]])
-    got = linear_cross_entropy(h, w, y, reduction="sum")
-    torch.testing.assert_close(got, _reference(h, w, y, "sum"))
-    assert abs(got.item() - 450.0) < 1e-3  # 450 nats for row 0, ~0 for row 1
-    got.backward()
-    assert torch.isfinite(h.grad).all() and torch.isfinite(w.grad).all()
 
 
 def test_tied_weights_collect_both_gradients():

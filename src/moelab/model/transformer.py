@@ -152,9 +152,9 @@ def attend(
     H, T = q_BHTDh.shape[1], q_BHTDh.shape[2]
     gqa = H != k_BHSDh.shape[1]
     causal = mask_B1TS is None and T > 1
-    if T > 1 and q_BHTDh.device.type == "cpu" and q_BHTDh.dtype == torch.bfloat16:
-        return matmul_attention(q_BHTDh, k_BHSDh, v_BHSDh, mask_B1TS)
-    if T == 1 and q_BHTDh.device.type == "cpu" and q_BHTDh.dtype == torch.bfloat16:
+    if q_BHTDh.device.type == "cpu" and q_BHTDh.dtype == torch.bfloat16:
+        if T > 1:
+            return matmul_attention(q_BHTDh, k_BHSDh, v_BHSDh, mask_B1TS)
         with torch.autocast("cpu", enabled=False):
             o_BHTDh = F.scaled_dot_product_attention(
                 q_BHTDh.float(), k_BHSDh.float(), v_BHSDh.float(), attn_mask=mask_B1TS, enable_gqa=gqa

@@ -23,7 +23,6 @@ __all__ = ["CHUNK_ELEMENTS", "GROUP_ELEMENTS", "linear_cross_entropy"]
 _IGNORE = -100
 CHUNK_ELEMENTS = 1 << 21  # logits elements per chunk: 8 MB in fp32, about one L2/L3 slice
 GROUP_ELEMENTS = 1 << 25  # low precision: logit gradients kept for one weight-gradient matmul (64 MB in bf16)
-FUSED_SOFTMAX_DEVICES = ("cpu",)  # device types whose chunks use torch.softmax (see the forward)
 
 
 def _compute_dtype(h: torch.Tensor) -> torch.dtype:
@@ -51,10 +50,6 @@ class _LinearCrossEntropy(torch.autograd.Function):
             denom = valid_N.sum().clamp_min(1).to(torch.float32) if reduction == "mean" else None
             loss = torch.zeros((), dtype=torch.float32, device=device)
             logits_buf = torch.empty(min(chunk_rows, n_tokens), vocab, dtype=torch.float32, device=device)
-            # CPU: one fused softmax kernel instead of max/sub/exp/sum passes (exp_ alone took
-            # 1.3 ms of a [256, 8192] chunk, softmax 0.85 ms in all); it needs a second buffer.
-            fused_softmax = device.type in FUSED_SOFTMAX_DEVICES
-            probs_buf = torch.empty_like(logits_buf) if fused_softmax else None
             if need_grad:
                 grad_h_ND = torch.empty_like(h_c_ND)
                 # fp32 accumulates in place (addmm_); low precision is assigned by its first group
@@ -67,43 +62,28 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 rows = stop - start
                 hc_CD = h_c_ND[start:stop]
                 tc_C, vc_C = safe_targets_N[start:stop], valid_N[start:stop]
+                # Softmax with one exp pass, in place in the fp32 buffer (exp dominates the
+                # elementwise cost): shift by the row max, exponentiate, sum.
                 x_CV = logits_buf[:rows]
                 if low_precision:
                     x_CV.copy_(hc_CD @ w_c_VD.T)
                 else:
                     torch.mm(hc_CD, w_c_VD.T, out=x_CV)
+                max_C = x_CV.amax(dim=-1)
+                x_CV.sub_(max_C[:, None])
+                shifted_target_C = x_CV.gather(1, tc_C[:, None]).squeeze(1)
+                x_CV.exp_()
+                sum_C = x_CV.sum(dim=-1)
+                loss += torch.where(vc_C, sum_C.log() - shifted_target_C, 0.0).sum()
+                if not need_grad:
+                    continue
+                # d loss / d logits = (exp − one-hot·sum) / sum, × 1/denominator, 0 on ignored rows;
+                # the one-hot is subtracted in fp32, before any cast, to keep (p − 1) accurate.
                 row_scale_C = vc_C.to(torch.float32)
                 if denom is not None:
                     row_scale_C = row_scale_C / denom
-                if fused_softmax:
-                    p_CV = torch.softmax(x_CV, dim=-1, out=probs_buf[:rows])
-                    p_target_C = p_CV.gather(1, tc_C[:, None]).squeeze(1)
-                    nll_C = -p_target_C.log()
-                    underflow_C = p_target_C == 0  # a target below e^-87: take the exact lse
-                    if underflow_C.any():  # a free host sync on CPU
-                        exact_C = torch.logsumexp(x_CV, dim=-1) - x_CV.gather(1, tc_C[:, None]).squeeze(1)
-                        nll_C = torch.where(underflow_C, exact_C, nll_C)
-                    loss += torch.where(vc_C, nll_C, 0.0).sum()
-                    if not need_grad:
-                        continue
-                    # d loss / d logits = (p − one-hot) × 1/denominator, 0 on ignored rows
-                    p_CV[torch.arange(rows, device=device), tc_C] -= 1.0
-                    x_CV = p_CV.mul_(row_scale_C[:, None])
-                else:
-                    # Softmax with one exp pass, in place in the fp32 buffer (exp dominates the
-                    # elementwise cost): shift by the row max, exponentiate, sum.
-                    max_C = x_CV.amax(dim=-1)
-                    x_CV.sub_(max_C[:, None])
-                    shifted_target_C = x_CV.gather(1, tc_C[:, None]).squeeze(1)
-                    x_CV.exp_()
-                    sum_C = x_CV.sum(dim=-1)
-                    loss += torch.where(vc_C, sum_C.log() - shifted_target_C, 0.0).sum()
-                    if not need_grad:
-                        continue
-                    # d loss / d logits = (exp − one-hot·sum) / sum, × 1/denominator, 0 on ignored
-                    # rows; the one-hot is subtracted in fp32, before any cast, to keep (p − 1) accurate.
-                    x_CV[torch.arange(rows, device=device), tc_C] -= sum_C
-                    x_CV.mul_((row_scale_C / sum_C)[:, None])
+                x_CV[torch.arange(rows, device=device), tc_C] -= sum_C
+                x_CV.mul_((row_scale_C / sum_C)[:, None])
                 if not low_precision:
                     torch.mm(x_CV, w_c_VD, out=grad_h_ND[start:stop])
                     grad_w_VD.addmm_(x_CV.T, hc_CD)
