@@ -107,6 +107,8 @@ def test_padded_expert_groups_give_the_exact_groups_results(monkeypatch):
         layer.zero_grad()
         xi = x.clone().requires_grad_()
         with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert layer.experts.compute_dtype(xi.device, 4 * 40 * 2) == torch.bfloat16  # the padded path
+            assert layer.experts.row_align(xi.device, torch.bfloat16) == align
             y, stats = layer(xi)
         y.float().square().sum().backward()
         return y.float(), xi.grad, {n: p.grad.clone() for n, p in layer.named_parameters()}
