@@ -4,6 +4,7 @@
   included) vs fp32 SDPA, with causal, padding-mask and grouped-KV inputs; matmul attention's
   gradients too.
 * Row-padded expert groups (CPU bf16): the same MoE outputs and gradients as exact groups.
+* The embedding-bag slot path (CPU decoding): the grouped path's and the loop oracle's outputs.
 * KV cache without padding (mask-free SDPA) vs with a mask; cached generation vs full forward.
 * ``cached_weight_casts``: identical outputs, and a weight change is picked up.
 * ``maybe_compile``: compiled blocks give the eager logits and gradients (slow: compiles).
@@ -18,6 +19,7 @@ from moelab.config import ModelConfig
 from moelab.model import KVCache, MoETransformer, generate
 from moelab.model import moe as moe_mod
 from moelab.model.moe import MoE, cached_weight_casts, dispatch
+from moelab.model.reference import reference_moe
 
 BF16_TOL = dict(atol=2e-2, rtol=2e-2)
 
@@ -119,6 +121,45 @@ def test_padded_expert_groups_give_the_exact_groups_results(monkeypatch):
     torch.testing.assert_close(gx32, gx1, atol=1e-2, rtol=1e-2)
     for name in gp1:
         torch.testing.assert_close(gp32[name], gp1[name], atol=1e-2, rtol=1e-2, msg=name)
+
+
+@pytest.mark.parametrize("E,k,N", [(4, 2, 6), (8, 2, 5), (16, 3, 9), (1, 1, 3)])
+def test_slot_path_matches_grouped_experts_and_the_loop_oracle(E, k, N):
+    torch.manual_seed(E + k)
+    layer = MoE(d_model=32, num_experts=E, top_k=k, hidden=48)  # unaligned widths on purpose
+    for p in layer.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    x = torch.randn(1, N, 32)
+    with torch.no_grad():
+        assert layer.experts.uses_slot_path(x.device, N * k)  # a few rows per expert, no autograd...
+        y_slot, stats_slot = layer(x)
+        y_ref = reference_moe(layer, x)
+    assert not layer.experts.uses_slot_path(x.device, N * k)  # ...but with autograd: grouped_mm
+    y_grouped, stats_grouped = layer(x)
+    torch.testing.assert_close(y_slot, y_grouped.detach(), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(y_slot, y_ref, atol=1e-6, rtol=1e-5)
+    assert torch.equal(stats_slot.expert_counts_E, stats_grouped.expert_counts_E)
+    assert torch.equal(stats_slot.topk_idx_NK, stats_grouped.topk_idx_NK)
+
+
+def test_slot_path_under_autocast_uses_the_cached_bf16_weights():
+    torch.manual_seed(0)
+    layer = MoE(d_model=64, num_experts=8, top_k=2, hidden=96)
+    for p in layer.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    x = torch.randn(8, 1, 64)  # one decoding step of a batch of 8: 16 slots over 8 experts
+    with torch.no_grad():
+        expected = reference_moe(layer, x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            uncached, _ = layer(x)  # no cast cache: the fp32 weights, not a per-call cast
+            assert layer.experts.compute_dtype(x.device, 16) == torch.float32
+            with cached_weight_casts(layer):
+                assert layer.experts.compute_dtype(x.device, 16) == torch.bfloat16
+                cached, _ = layer(x)
+                assert layer.experts._cast_cache["weights"][0].dtype == torch.bfloat16
+    assert uncached.dtype == torch.float32 and cached.dtype == torch.bfloat16
+    torch.testing.assert_close(uncached, expected, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(cached.float(), expected, **BF16_TOL)
 
 
 def test_unpadded_cache_runs_mask_free_and_matches_full_forward():
