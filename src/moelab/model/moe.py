@@ -140,10 +140,12 @@ def _grouped_mm_outside_compile(x_MI: torch.Tensor, w_EIO: torch.Tensor, offs_E:
     return F.grouped_mm(x_MI, w_EIO, offs=offs_E)
 
 
-# On CPU, layers averaging fewer routed rows per expert than this are "few-row" (decoding): without
-# autograd they take the embedding-bag path, and under autocast without a cast cache they keep
-# the fp32 weights (see compute_dtype, forward_slots).
-_CPU_MIN_ROWS_PER_EXPERT = 4
+# On CPU, layers averaging fewer routed rows per expert than this are "few-row": without autograd
+# (decoding) they take the embedding-bag path, with autograd under autocast their grouped
+# matmuls keep the fp32 weights (see compute_dtype, forward_slots). Measured at the issue-7 reference size
+# (E=16, D=256, F=512, one core): the embedding-bag path beats grouped_mm up to ≈6 rows per
+# expert in fp32 and ≈12 with cached bf16 weights; bf16 grouped_mm beats fp32 from ≈8 rows.
+_CPU_MIN_ROWS_PER_EXPERT = 8
 # Under CPU bf16, expert groups are padded to a multiple of this many rows (see dispatch).
 _CPU_ROW_ALIGN = 32
 
@@ -167,15 +169,17 @@ class GroupedExperts(nn.Module):
         return self.few_rows(device, num_rows) and not torch.is_grad_enabled()
 
     def compute_dtype(self, device: torch.device, num_rows: int) -> torch.dtype:
-        """grouped_mm has no autocast rule, so apply autocast's choice by hand — except on CPU
-        with a few rows per expert (decoding) and no cast cache, where the stored fp32 weights
-        are used: casting every expert's weights for a handful of rows costs more than it saves
-        (and CPU bf16 matmul kernels repack the weight on every call), and fp32 is what autocast
-        falls back to anyway. With the cache (:func:`cached_weight_casts`) the casts are paid
-        once per generation and the bf16 copies halve the weight traffic of every step."""
+        """grouped_mm has no autocast rule, so apply autocast's choice by hand — except for
+        grouped matmuls on CPU with a few rows per expert (small batches under autograd), where
+        the stored fp32 weights are used: CPU bf16 matmul kernels repack the weight on every
+        call, which makes them slower than fp32 for a handful of rows (measured, torch 2.13),
+        and fp32 is what autocast falls back to anyway. The embedding-bag path (few rows, no
+        autograd: decoding) takes autocast's dtype; under :func:`cached_weight_casts` its
+        weights are cast once per generation, and the bf16 copies halve every step's weight
+        traffic. The cache never changes the dtype, only how often the casts are made."""
         if not torch.is_autocast_enabled(device.type):
             return self.w_gate.dtype
-        if self.few_rows(device, num_rows) and (self._cast_cache is None or torch.is_grad_enabled()):
+        if self.few_rows(device, num_rows) and torch.is_grad_enabled():
             return self.w_gate.dtype
         return torch.get_autocast_dtype(device.type)
 
