@@ -142,9 +142,10 @@ def _grouped_mm_outside_compile(x_MI: torch.Tensor, w_EIO: torch.Tensor, offs_E:
 
 # On CPU, layers averaging fewer routed rows per expert than this are "few-row": without autograd
 # (decoding) they take the embedding-bag path, with autograd under autocast their grouped
-# matmuls keep the fp32 weights (see compute_dtype, forward_slots). Measured at the issue-7 reference size
-# (E=16, D=256, F=512, one core): the embedding-bag path beats grouped_mm up to ≈6 rows per
-# expert in fp32 and ≈12 with cached bf16 weights; bf16 grouped_mm beats fp32 from ≈8 rows.
+# matmuls keep the fp32 weights (see compute_dtype, forward_slots). Measured at the issue-7
+# reference size (E=16, D=256, F=512, one core): the embedding-bag path beats grouped_mm up to
+# ≈6 rows per expert in fp32 and ≈12 with cached bf16 weights; bf16 grouped_mm catches up with
+# fp32 at ≈8 rows.
 _CPU_MIN_ROWS_PER_EXPERT = 8
 # Under CPU bf16, expert groups are padded to a multiple of this many rows (see dispatch).
 _CPU_ROW_ALIGN = 32
@@ -222,8 +223,8 @@ class GroupedExperts(nn.Module):
 
         Each row's matrix-vector products are weighted sums of its expert's weight rows, which
         is what ``embedding_bag(mode="sum", per_sample_weights=x)`` computes over the stacked
-        weights viewed as tables ``[E*D, F]`` and ``[E*F, D]``. Why not matmuls: with one to
-        three rows per expert the step is bound by streaming the hit experts' weights, and
+        weights viewed as tables ``[E*D, F]`` and ``[E*F, D]``. Why not matmuls: with a few rows
+        per expert the step is bound by streaming the hit experts' weights, and
         the CPU matmul kernels stream them at ≈24 GB/s where embedding_bag reaches about
         twice that (measured at the issue-7 reference size: 0.29 ms per layer in bf16 against
         0.79 ms for grouped_mm in fp32, the previous decoding path). Sums run in fp32 for
