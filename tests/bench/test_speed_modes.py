@@ -57,6 +57,13 @@ def test_attention_paths_match_fp32_sdpa(kind, kv_heads):
     torch.testing.assert_close(tr.attend(q, k, v, mask), expected, atol=1e-5, rtol=1e-5)  # fp32: SDPA
 
 
+def test_bf16_softmax_is_the_fp32_softmax_rounded_once():
+    # matmul_attention relies on this for its forward (HF-eager numerics) without the casts.
+    gen = torch.Generator().manual_seed(3)
+    scores = (torch.randn(6, 40, 40, generator=gen) * 4 + torch.full((40, 40), float("-inf")).triu(1)).bfloat16()
+    assert torch.equal(torch.softmax(scores, dim=-1), torch.softmax(scores.float(), dim=-1).bfloat16())
+
+
 @pytest.mark.parametrize("kind", ["causal", "mask"])
 def test_matmul_attention_gradients_match_fp32_sdpa(kind):
     gen = torch.Generator().manual_seed(1)
@@ -148,10 +155,11 @@ def test_slot_path_under_autocast_computes_in_bf16_with_or_without_the_cast_cach
     for p in layer.parameters():
         torch.nn.init.normal_(p, std=0.1)
     x = torch.randn(8, 1, 64)  # one decoding step of a batch of 8: 16 slots over 8 experts
+    with torch.no_grad():
+        expected = reference_moe(layer, x)  # fp32
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert layer.experts.compute_dtype(x.device, 16) == torch.float32  # autograd: grouped, fp32
         with torch.no_grad():
-            expected = reference_moe(layer, x)
             assert layer.experts.compute_dtype(x.device, 16) == torch.bfloat16
             uncached, _ = layer(x)  # casts the weights for this call
             with cached_weight_casts(layer):
