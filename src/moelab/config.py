@@ -87,17 +87,58 @@ class DataSourceConfig(_Strict):
         return self
 
 
+KNOWLEDGE_ATTRIBUTES = ("birth_date", "birth_city", "university", "major", "employer", "work_city")
+# One-token-to-three-token categorical facts; dates (≈15 bits in ten digit tokens) are left out by default.
+DEFAULT_ATTRIBUTES = ("birth_city", "major", "employer")
+
+
 class WorldConfig(_Strict):
-    """The embedded synthetic knowledge-and-reasoning world."""
+    """The embedded synthetic knowledge-and-reasoning world (moelab.data.world).
+
+    The dials of its two task families (calibration and chosen defaults: docs/reproduction.md):
+
+    - memorisation (``knowledge``): how many facts — ``num_people`` × ``train_people_fraction``
+      people × ``len(knowledge_attributes)`` facts each; how often each is seen — the corpus
+      holds every train person's QA pairs ``qa_repeats`` times and ``bio_paraphrases``
+      biographies of everyone; the facts' share of the corpus follows from both.
+    - reasoning: the generators ``reasoning_tasks`` (moelab's ``addition`` or reasoning_gym
+      names), ``reasoning_train_items`` worked problems in the corpus, and for ``addition`` the
+      difficulty ``addition_digits`` (digits per operand) and ``addition_terms``.
+    """
 
     seed: int = 0
-    num_people: int = Field(400, gt=1)
+    # Defaults: the calibration of 2026-12-01 (docs/reproduction.md, "Calibration"), fixed before any study.
+    num_people: int = Field(1200, gt=1)
     train_people_fraction: float = Field(0.5, gt=0, lt=1)
-    bio_paraphrases: int = Field(4, gt=0)
-    reasoning_tasks: list[str] = Field(default_factory=lambda: ["basic_arithmetic", "chain_sum"])
-    reasoning_train_items: int = Field(2000, ge=0)
-    reasoning_eval_items: int = Field(100, gt=0)
-    knowledge_eval_items: int = Field(100, gt=0)
+    bio_paraphrases: int = Field(2, gt=0, le=64)
+    knowledge_attributes: list[str] = Field(default_factory=lambda: list(DEFAULT_ATTRIBUTES), min_length=1)
+    qa_repeats: int = Field(4, ge=1, le=1000, description="copies of each train person's QA pairs in the corpus")
+    reasoning_tasks: list[str] = Field(default_factory=lambda: ["addition"])
+    reasoning_train_items: int = Field(3000, ge=0)
+    reasoning_eval_items: int = Field(300, gt=0)
+    knowledge_eval_items: int = Field(300, gt=0)
+    addition_digits: int = Field(3, ge=1, le=8, description="addition: digits of every operand")
+    addition_terms: int = Field(2, ge=2, le=4, description="addition: operands per problem")
+
+    @model_validator(mode="after")
+    def _check(self) -> "WorldConfig":
+        bad = [a for a in self.knowledge_attributes if a not in KNOWLEDGE_ATTRIBUTES]
+        if bad:
+            close = difflib.get_close_matches(bad[0], KNOWLEDGE_ATTRIBUTES, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(KNOWLEDGE_ATTRIBUTES)})"
+            raise ValueError(f"unknown knowledge attribute '{bad[0]}'{hint}")
+        if len(set(self.knowledge_attributes)) != len(self.knowledge_attributes):
+            raise ValueError("knowledge_attributes lists an attribute twice")
+        if "addition" in self.reasoning_tasks:
+            per_operand = 10 if self.addition_digits == 1 else 9 * 10 ** (self.addition_digits - 1)
+            space = per_operand**self.addition_terms
+            share = self.reasoning_train_items // len(set(self.reasoning_tasks)) + 1
+            if share + self.reasoning_eval_items > space // 2:
+                raise ValueError(
+                    f"addition with {self.addition_digits}-digit operands has {space} distinct problems: too few "
+                    f"for {share} training and {self.reasoning_eval_items} held-out ones (at most half the space; "
+                    f"raise addition_digits or lower reasoning_train_items)")
+        return self
 
 
 class DataConfig(_Strict):

@@ -7,32 +7,14 @@ checkpoint; evaluations already written are reused).
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 from moelab.config import load_study_config
 from moelab.errors import UserError
+from moelab.eval.run import evaluate_run
 from moelab.study.plan import plan
 from moelab.ui import console
-
-
-def evaluate_run(run_dir: Path, cfg, *, progress: bool = True) -> dict:
-    """Evaluate a trained run once; cached in ``run_dir/eval/summary.json``."""
-    from moelab.atomic import atomic_write_json as write_json_atomic
-    from moelab.data.world import build_world
-    from moelab.eval.gaps import evaluate_model
-    from moelab.modelio import load_model
-
-    cached = run_dir / "eval" / "summary.json"
-    if cached.is_file():
-        return json.loads(cached.read_text())
-    model, tokenizer, _ = load_model(run_dir)
-    train_summary = json.loads((run_dir / "train_summary.json").read_text())
-    world = build_world(cfg.data.world)
-    result = evaluate_model(model, tokenizer, world, cfg.eval, train_summary=train_summary, progress=progress)
-    write_json_atomic(cached, result)
-    return result
 
 
 def run_demo(preset: str, out: Path, *, progress: bool = True) -> dict:
@@ -80,11 +62,13 @@ def run_demo(preset: str, out: Path, *, progress: bool = True) -> dict:
 def _headline(summary: dict, evaluation: dict) -> str:
     parts = [f"val loss {summary.get('val_loss', float('nan')):.3f}"]
     for family in ("knowledge", "reasoning"):
-        acc = evaluation.get(f"accuracy/{family}/heldout")
-        loss = evaluation.get(f"task_loss/{family}/heldout")
-        if acc is not None:
-            parts.append(f"{family}: acc {acc:.1%}, task loss {loss:.2f} bits/token")
-    return " | ".join(parts)
+        for split in ("train", "heldout"):
+            acc = evaluation.get(f"accuracy/{family}/{split}")
+            lo, hi = evaluation.get(f"accuracy_lo/{family}/{split}"), evaluation.get(f"accuracy_hi/{family}/{split}")
+            if acc is not None:
+                ci = f" [{lo:.0%}, {hi:.0%}]" if lo is not None and hi is not None else ""
+                parts.append(f"{family} {split} {acc:.0%}{ci}")
+    return " | ".join(parts) + " (accuracy, 95 % interval over items)"
 
 
 def _flat_train(summary: dict) -> dict:

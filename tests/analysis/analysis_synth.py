@@ -17,6 +17,7 @@ from moelab.study.results import rows_to_csv
 
 VOCAB, LAYERS = 1024, 2
 REASONING_OPT_LOG_TPP = 0.1
+ITEMS = 300  # items per split: the accuracies' Wilson intervals follow from it
 
 
 def params(d: int, e: int, k: int) -> tuple[int, int]:
@@ -66,6 +67,7 @@ def make_rows(*, budgets=(1e12, 4e12), d_models=(64,), experts=(1, 2, 4, 8, 16, 
                                 "task_loss_gap/reasoning": gap,
                                 "accuracy/reasoning/chain_sum/heldout": r_acc * 0.9,
                                 "task_loss/reasoning/chain_sum/heldout": 2.6 - 2 * r_acc}
+                        row |= {f"num_items/{t}/{s}": ITEMS for t in ("knowledge", "reasoning") for s in ("train", "heldout")}
                         rows.append(row)
     return rows
 

@@ -21,6 +21,10 @@ def test_smoke_demo_end_to_end(tmp_path):
                     "accuracy/knowledge/heldout", "accuracy/reasoning/heldout"):
             assert r[col] != "", col
         assert 0.0 <= float(r["accuracy/knowledge/heldout"]) <= 1.0
+        for task in ("knowledge", "reasoning"):  # every accuracy and task loss carries its 95 % interval
+            for metric in ("accuracy", "task_loss"):
+                lo, v, hi = (float(r[f"{metric}{sfx}/{task}/heldout"]) for sfx in ("_lo", "", "_hi"))
+                assert lo <= v <= hi and lo < hi
         assert float(r["task_loss/reasoning/heldout"]) > 0
         assert int(r["total_params"]) >= int(r["active_params"])
     dense = next(r for r in done if r["num_experts"] == "1")
@@ -28,6 +32,7 @@ def test_smoke_demo_end_to_end(tmp_path):
 
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 2 and "accuracy" in html.lower()
+    assert "95 % CI" in html and "Decision rule" in html
 
     # re-running reuses every finished run: no training, no evaluation (their files stay untouched)
     kept = sorted(out.glob("runs/*/train_summary.json")) + sorted(out.glob("runs/*/eval/summary.json"))

@@ -22,3 +22,10 @@ def small_world():
 def tokenizer(small_world):
     texts = small_world.documents() + ["The quick brown fox jumps over the lazy dog."] * 5
     return train_tokenizer(texts, vocab_size=400)
+
+
+@pytest.fixture(scope="session")
+def rg_world():
+    """The world with reasoning_gym's generators instead of moelab's addition (the previous default)."""
+    return build_world(WorldConfig(num_people=400, bio_paraphrases=4, reasoning_tasks=["basic_arithmetic", "chain_sum"],
+                                   reasoning_train_items=2000, reasoning_eval_items=100, knowledge_eval_items=100))

@@ -107,7 +107,7 @@ def _jsonl(path: Path) -> list[dict]:
 
 def test_list(env):
     names = _ok(env, "list").splitlines()
-    assert {"knowledge", "reasoning", "reasoning/chain_sum", "reasoning/basic_arithmetic"} <= set(names)
+    assert {"knowledge", "reasoning", "reasoning/addition"} <= set(names)
     assert names[-1].startswith("file:")
 
 

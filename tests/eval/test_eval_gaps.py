@@ -39,13 +39,13 @@ def test_assemble_levels_on_given_numbers():
 def test_evaluate_model_end_to_end(small_world, tokenizer, model, tmp_path):
     path = tmp_path / "mini.json"
     path.write_text(json.dumps([{"prompt": "Question: 2+2?\nAnswer:", "answer": " 2+2=4\n#### 4"}] * 3))
-    cfg = EvalConfig(tasks=["knowledge", "reasoning/chain_sum"], task_files=[str(path)], limit=2, max_new_tokens=3,
+    cfg = EvalConfig(tasks=["knowledge", "reasoning/addition"], task_files=[str(path)], limit=2, max_new_tokens=3,
                      shots=1)
     out = evaluate_model(model, tokenizer, small_world, cfg, train_summary={"train_loss": 5.0, "val_loss": 5.5},
                          records_dir=tmp_path / "records")
     json.dumps(out, allow_nan=False)
     assert out["pretrain_gap"] == 0.5
-    for task in ("knowledge", "reasoning/chain_sum"):
+    for task in ("knowledge", "reasoning/addition"):
         for split in ("train", "heldout"):
             assert out[f"task_loss/{task}/{split}"] > 0 and out[f"num_items/{task}/{split}"] == 2
             assert 0 <= out[f"accuracy/{task}/{split}"] <= 1
@@ -53,4 +53,4 @@ def test_evaluate_model_end_to_end(small_world, tokenizer, model, tmp_path):
             out[f"task_loss/{task}/heldout"] - out[f"task_loss/{task}/train"])
     assert out["num_items/file:mini/heldout"] == 2 and "task_loss_gap/file:mini" not in out
     written = sorted(p.name for p in (tmp_path / "records").iterdir())
-    assert "file_mini--heldout.jsonl" in written and "reasoning_chain_sum--train.jsonl" in written
+    assert "file_mini--heldout.jsonl" in written and "reasoning_addition--train.jsonl" in written

@@ -12,7 +12,7 @@ from eval_helpers import shared_file
 
 def test_world_tasks(small_world):
     names = list_tasks(small_world)
-    assert {"knowledge", "reasoning", "reasoning/basic_arithmetic", "reasoning/chain_sum"} <= set(names)
+    assert {"knowledge", "reasoning", "reasoning/addition"} <= set(names)
     for name in names:
         task = get_task(name, small_world)
         assert task.name == name and set(task.splits) == {"train", "heldout"}
@@ -21,9 +21,9 @@ def test_world_tasks(small_world):
 
 def test_unknown_task_lists_known_names_with_hint(small_world):
     with pytest.raises(UserError) as info:
-        get_task("reasoning/chain_summ", small_world)
+        get_task("reasoning/additon", small_world)
     msg = str(info.value)
-    assert "did you mean 'reasoning/chain_sum'" in msg and "knowledge" in msg and "file:<path>" in msg
+    assert "did you mean 'reasoning/addition'" in msg and "knowledge" in msg and "file:<path>" in msg
     assert "\n" not in msg
     with pytest.raises(UserError, match="file:<path"):
         get_task("file:", small_world)
@@ -52,4 +52,4 @@ def test_gsm8k_file_task():
 
 def test_task_label():
     assert task_label("file:/a/b/gsm8k_4shot.json") == "file:gsm8k_4shot"
-    assert task_label("reasoning/chain_sum") == "reasoning/chain_sum"
+    assert task_label("reasoning/addition") == "reasoning/addition"

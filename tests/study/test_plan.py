@@ -83,11 +83,25 @@ def test_every_bundled_study_preset_plans(preset):
     runs = plan(study)
     assert sum(r.feasible for r in runs) >= 1
     if preset == "paper-cpu":  # k at fixed active parameters: every k of a d_model has equal active params
-        for d in (32, 64):
+        for d in (48, 64):
             dense = next(r for r in runs if r.feasible and r.config.model.d_model == d and r.config.model.num_experts == 1)
             for r in (r for r in runs if r.feasible and r.config.model.d_model == d):
                 assert abs(r.active_params / dense.active_params - 1) < 0.1, r.run_id
     if preset == "paper-cpu-seeds":
-        assert {r.seed for r in runs if r.feasible} == {0, 1, 2} and sum(r.feasible for r in runs) == 21
+        assert {r.seed for r in runs if r.feasible} == {0, 1, 2} and sum(r.feasible for r in runs) == 12
     if preset == "paper-cpu-extras":
         assert study.posttrain and study.ttc and {r.config.train.lr for r in runs} == {1e-3, 3e-3, 1e-2}
+
+
+@pytest.mark.parametrize("preset", ["demo", "paper-cpu", "paper-cpu-seeds", "paper-cpu-extras"])
+def test_cpu_presets_are_in_the_papers_regime(preset):
+    """Every model at ≥ 1 token per parameter, dense to highly sparse, on the calibrated default world."""
+    from moelab.config import WorldConfig
+
+    runs = [r for r in plan(load_study_config(preset)) if r.feasible]
+    assert all(r.tpp >= 1 for r in runs), [(r.run_id, r.tpp) for r in runs if r.tpp < 1]
+    assert min(r.sparsity for r in runs) == 0 and max(r.sparsity for r in runs) >= 0.9
+    world = runs[0].config.data.world
+    calibrated = WorldConfig()
+    assert world.reasoning_tasks == calibrated.reasoning_tasks and world.addition_digits == calibrated.addition_digits
+    assert world.qa_repeats == calibrated.qa_repeats and world.knowledge_attributes == calibrated.knowledge_attributes

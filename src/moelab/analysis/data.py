@@ -30,7 +30,7 @@ from moelab.errors import UserError
 # Statuses a row can have; ``missing`` means planned but absent from the results.
 STATUSES = ("done", "running", "pending", "failed", "diverged", "infeasible", "missing")
 SPLIT_METRICS = ("task_loss", "task_loss_bpb", "task_loss_mean", "accuracy", "exact_match", "acc_norm",
-                 "num_items", "num_truncated")
+                 "num_items", "num_truncated", "task_loss_lo", "task_loss_hi", "accuracy_lo", "accuracy_hi")
 GAP_METRICS = ("task_loss_gap", "accuracy_gap")
 # Which split is the headline of a task: held-out items first (what generalises), then any test split.
 HEADLINE_SPLITS = ("heldout", "test", "validation", "val", "train")
@@ -261,7 +261,7 @@ def _task_order(task: str) -> tuple:
 
 def families(rows: list[dict]) -> list[str]:
     """The tasks the report treats as families: every task whose parent task is absent
-    (``reasoning/chain_sum`` is a sub-task when ``reasoning`` is there)."""
+    (``reasoning/addition`` is a sub-task when ``reasoning`` is there)."""
     tasks = task_names(rows)
     present = set(tasks)
 
@@ -294,9 +294,20 @@ class Quantity:
     get: Callable[[dict], float | None]
     log: bool = False
     higher_is_better: bool | None = None
+    interval: Callable[[dict], tuple[float, float] | None] | None = None  # 95 % over items
 
     def values(self, rows: list[dict]) -> list[float | None]:
         return [self.get(r) for r in rows]
+
+    def ci(self, row: dict) -> tuple[float, float] | None:
+        return self.interval(row) if self.interval is not None else None
+
+    def se(self, row: dict) -> float | None:
+        """The standard error the row's 95 % interval implies (None without one)."""
+        from moelab.stats import se_from_interval
+
+        ci = self.ci(row)
+        return se_from_interval(*ci) if ci else None
 
 
 def column(key: str, label: str, *, log: bool = False, higher_is_better: bool | None = None) -> Quantity:
@@ -322,16 +333,35 @@ def pretrain_gap() -> Quantity:
     return Quantity("pretrain_gap", "validation − train loss (nats/token)", get, higher_is_better=False)
 
 
+def task_loss_interval(row: dict, task: str, split: str | None) -> tuple[float, float] | None:
+    """The evaluation's 95 % bootstrap interval over items (None for evaluations without one)."""
+    lo, hi = eval_value(row, "task_loss_lo", task, split), eval_value(row, "task_loss_hi", task, split)
+    return (lo, hi) if lo is not None and hi is not None else None
+
+
+def accuracy_interval(row: dict, task: str, split: str | None) -> tuple[float, float] | None:
+    """The evaluation's 95 % Wilson interval; for older evaluations, recomputed from accuracy and items."""
+    lo, hi = eval_value(row, "accuracy_lo", task, split), eval_value(row, "accuracy_hi", task, split)
+    if lo is not None and hi is not None:
+        return lo, hi
+    from moelab.stats import wilson_interval
+
+    n = eval_value(row, "num_items", task, split)
+    return wilson_interval(eval_value(row, "accuracy", task, split), int(n) if n else None)
+
+
 def task_loss_of(task: str, rows: list[dict], split: str | None = None) -> Quantity:
     split = split or headline_split(rows, task)
     return Quantity(f"task_loss/{task}/{split}", f"{task} task loss, {split} (bits/token)",
-                    lambda r: eval_value(r, "task_loss", task, split), higher_is_better=False)
+                    lambda r: eval_value(r, "task_loss", task, split), higher_is_better=False,
+                    interval=lambda r: task_loss_interval(r, task, split))
 
 
 def accuracy_of(task: str, rows: list[dict], split: str | None = None) -> Quantity:
     split = split or headline_split(rows, task)
     return Quantity(f"accuracy/{task}/{split}", f"{task} accuracy, {split} (fraction correct)",
-                    lambda r: eval_value(r, "accuracy", task, split), higher_is_better=True)
+                    lambda r: eval_value(r, "accuracy", task, split), higher_is_better=True,
+                    interval=lambda r: accuracy_interval(r, task, split))
 
 
 def task_gap_of(task: str) -> Quantity:

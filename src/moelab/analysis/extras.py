@@ -81,3 +81,27 @@ def ttc_curves(study_dir: Path | None, rows: list[dict]) -> dict[str, list[tuple
             if isinstance(c, dict) and isinstance(c.get("n"), list) and isinstance(c.get("majority"), list):
                 out[str(c.get("task") or f.parent.name)].append((r, c))
     return dict(out)
+
+
+def grpo_reward_curves(study_dir: Path | None, rows: list[dict]) -> list[tuple[dict, list[tuple[int, float, float]]]]:
+    """``[(pretrained row, [(step, mean reward, reward sd)])]`` from each run's ``grpo/metrics.jsonl``."""
+    if study_dir is None:
+        return []
+    out = []
+    for r in completed(rows):
+        path = Path(study_dir) / "runs" / str(r.get("run_id")) / "grpo" / "metrics.jsonl"
+        try:
+            lines = path.read_text().splitlines()
+        except OSError:
+            continue
+        points = []
+        for line in lines:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if rec.get("kind") == "grpo" and num(rec.get("reward_mean")) is not None:
+                points.append((int(rec["step"]), float(rec["reward_mean"]), num(rec.get("reward_std")) or 0.0))
+        if points:
+            out.append((r, sorted(points)))
+    return out

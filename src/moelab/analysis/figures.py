@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 
 from moelab.accounting import human_count  # noqa: E402
 from moelab.analysis.data import Quantity, num  # noqa: E402
+from moelab.stats import wilson_interval  # noqa: E402
 
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">"]
 LINESTYLES = ["-", "--", ":", "-.", (0, (5, 1, 1, 1)), (0, (1, 3))]
@@ -155,6 +156,16 @@ def _points(rows: list[dict], x: Quantity, y: Quantity) -> list[tuple[dict, floa
     return pts
 
 
+def error_bar(ax, r: dict, xv: float, yv: float, y: Quantity, colour, x: Quantity | None = None, **kw) -> None:
+    """The 95 % intervals (over items) of a model's point, where its quantities have them."""
+    ci, xci = y.ci(r), (x.ci(r) if x is not None else None)
+    if ci is None and xci is None:
+        return
+    yerr = None if ci is None else [[max(yv - ci[0], 0.0)], [max(ci[1] - yv, 0.0)]]
+    xerr = None if xci is None else [[max(xv - xci[0], 0.0)], [max(xci[1] - xv, 0.0)]]
+    ax.errorbar(xv, yv, yerr=yerr, xerr=xerr, fmt="none", ecolor=colour, elinewidth=0.9, capsize=2, alpha=0.8, **kw)
+
+
 def skipped(key: str, title: str, why: str) -> Figure:
     return Figure(key, title, note=f"skipped: {why}")
 
@@ -217,6 +228,7 @@ def series_figure(rows: list[dict], x: Quantity, y: Quantity, out_dir: Path, key
             ax.plot([m[1] for m in members], [m[2] for m in members], color=style.colour(r0),
                     ls="-" if line_key else style.linestyle(r0), lw=1.2, alpha=0.7)
         for r, xv, yv in members:
+            error_bar(ax, r, xv, yv, y, style.colour(r))
             ax.plot(xv, yv, style.marker(r), color=style.colour(r), ms=6, mec="black", mew=0.4)
         if end_label is not None:
             r, xv, yv = members[-1]
@@ -225,8 +237,10 @@ def series_figure(rows: list[dict], x: Quantity, y: Quantity, out_dir: Path, key
     _set_log(ax, x, [p[1] for p in pts])
     style.legend(ax, [p[0] for p in pts], variants=line_key is None)
     png = _save(fig, out_dir, key)
-    data = write_csv(out_dir / "data" / f"{key}.csv", [*ID_COLUMNS, x.key, y.key],
-                     [[r.get(c) for c in ID_COLUMNS] + [xv, yv] for r, xv, yv in pts])
+    data = write_csv(out_dir / "data" / f"{key}.csv", [*ID_COLUMNS, x.key, y.key, f"{y.key} lo", f"{y.key} hi"],
+                     [[r.get(c) for c in ID_COLUMNS] + [xv, yv, *(y.ci(r) or (None, None))] for r, xv, yv in pts])
+    if any(y.ci(r) is not None for r, _, _ in pts):
+        caption = (caption + " " if caption else "") + "Error bars: 95 % interval over the evaluation items."
     return Figure(key, title, caption, png, data)
 
 
@@ -259,6 +273,7 @@ def optimum_figure(groups: list, out_dir: Path, key: str, *, title: str, style: 
         rows = [r for g in panel if g.active is not None for r in g.rows]
         for r in rows:
             xv, yv = num(r.get("tpp")), y.get(r)
+            error_bar(ax, r, xv, yv, y, style.colour(r), zorder=3)
             ax.plot(xv, yv, style.marker(r), color=style.colour(r), ms=6, mec="black", mew=0.4, zorder=3)
             records.append([r.get(c) for c in ID_COLUMNS] + [xv, yv, "model", None, None, None])
         for i, g in enumerate(sorted(panel, key=lambda g: (g.active is None, g.active or 0))):
@@ -315,6 +330,7 @@ def isotonic_figure(rows: list[dict], x: Quantity, y: Quantity, out_dir: Path, k
     ax.set_xlabel(x.label, fontsize=8)
     ax.set_ylabel(y.label, fontsize=8)
     for r, xv, yv in pts:
+        error_bar(ax, r, xv, yv, y, style.colour(r), x=x)
         ax.plot(xv, yv, style.marker(r), color=style.colour(r), ms=6, mec="black", mew=0.4)
     grid = np.linspace(min(p[1] for p in pts), max(p[1] for p in pts), 200)
     ax.plot(grid, fit.predict(grid), "k-", lw=1, alpha=0.7)
@@ -357,7 +373,9 @@ def prepost_figure(pairs: list[tuple[dict, dict]], y_pre: Quantity, y_post: Quan
         xs = [p[2] for p in members]
         ax.plot(xs, [p[3] for p in members], color=style.colour(r0), ls="-", lw=1.2, alpha=0.7)
         ax.plot(xs, [p[4] for p in members], color=style.colour(r0), ls="--", lw=1.2, alpha=0.7)
-        for pre, _, xv, a, b in members:
+        for pre, post, xv, a, b in members:
+            error_bar(ax, pre, xv, a, y_pre, style.colour(pre))
+            error_bar(ax, post, xv, b, y_post, style.colour(pre))
             ax.plot(xv, a, style.marker(pre), color=style.colour(pre), ms=6, mec="black", mew=0.4)
             ax.plot(xv, b, style.marker(pre), mfc="white", mec=style.colour(pre), ms=6, mew=1.2)
     ax.plot([], [], "k-", label=names[0])
@@ -381,6 +399,12 @@ def ttc_figure(curves: list[tuple[dict, dict]], out_dir: Path, key: str, *, titl
     records = []
     for r, c in usable:
         n = list(c["n"])
+        m = c.get("num_questions")
+        cis = [wilson_interval(v, m) for v in c["majority"]]  # 95 % over the questions
+        if all(ci is not None for ci in cis):
+            ax.errorbar(n, c["majority"], yerr=[[max(v - ci[0], 0) for v, ci in zip(c["majority"], cis)],
+                                                [max(ci[1] - v, 0) for v, ci in zip(c["majority"], cis)]],
+                        fmt="none", ecolor=style.colour(r), elinewidth=0.8, capsize=2, alpha=0.7)
         ax.plot(n, c["majority"], color=style.colour(r), ls="-", marker=style.marker(r), ms=4, lw=1.1)
         ax.annotate(f"E{r.get('num_experts')} k{r.get('top_k')}", (n[-1], c["majority"][-1]), xytext=(4, 0),
                     textcoords="offset points", fontsize=6, va="center", color=style.colour(r))
@@ -388,12 +412,33 @@ def ttc_figure(curves: list[tuple[dict, dict]], out_dir: Path, key: str, *, titl
             ax.plot(n, c["pass_at_k"], color=style.colour(r), ls=":", lw=1.0, alpha=0.8)
         for i, ni in enumerate(n):
             records.append([r.get(cn) for cn in ID_COLUMNS] + [c.get("task"), ni, c["majority"][i],
-                            (c.get("pass_at_k") or [None] * len(n))[i], c.get("greedy")])
+                            *(cis[i] or (None, None)), (c.get("pass_at_k") or [None] * len(n))[i], c.get("greedy")])
     ax.plot([], [], "k-", label="majority vote @n")
     ax.plot([], [], "k:", label="pass@n (coverage)")
     log_x(ax, base=2)
     style.legend(ax, [r for r, _ in usable], variants=False)
     png = _save(fig, out_dir, key)
-    data = write_csv(out_dir / "data" / f"{key}.csv", [*ID_COLUMNS, "task", "n", "majority", "pass_at_k", "greedy"],
-                     records)
+    data = write_csv(out_dir / "data" / f"{key}.csv",
+                     [*ID_COLUMNS, "task", "n", "majority", "majority lo", "majority hi", "pass_at_k", "greedy"], records)
+    return Figure(key, title, caption, png, data)
+
+
+def reward_figure(curves: list, out_dir: Path, key: str, *, title: str, style: Style, caption: str = "") -> Figure:
+    """GRPO's mean reward per step, one line per model (the CSV keeps each step's reward sd)."""
+    if not curves:
+        return skipped(key, title, "no GRPO metrics")
+    fig, ax = _setup(title, None, "mean reward (fraction of completions correct)")
+    ax.set_xlabel("GRPO step")
+    records = []
+    for r, pts in curves:
+        steps = [p[0] for p in pts]
+        mean = np.array([p[1] for p in pts])
+        ax.plot(steps, mean, color=style.colour(r), ls=style.linestyle(r), marker=style.marker(r), ms=3, lw=1.0)
+        ax.annotate(f"E{r.get('num_experts')} k{r.get('top_k')}", (steps[-1], mean[-1]), xytext=(4, 0),
+                    textcoords="offset points", fontsize=6, va="center", color=style.colour(r))
+        for step, m, sd in pts:
+            records.append([r.get(c) for c in ID_COLUMNS] + [step, m, sd])
+    style.legend(ax, [r for r, _ in curves], variants=False)
+    png = _save(fig, out_dir, key)
+    data = write_csv(out_dir / "data" / f"{key}.csv", [*ID_COLUMNS, "step", "reward_mean", "reward_sd"], records)
     return Figure(key, title, caption, png, data)

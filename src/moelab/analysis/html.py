@@ -23,7 +23,7 @@ th { background: #f3f3f3; position: sticky; top: 0; } td.l, th.l { text-align: l
 .scroll { overflow-x: auto; max-height: 640px; overflow-y: auto; }
 .st-done { background: #e6f4e6; } .st-failed { background: #fbe3e3; } .st-diverged { background: #fdeedd; }
 .st-missing, .st-pending, .st-running { background: #eef0fb; } .st-infeasible { background: #eee; color: #777; }
-.ans-yes { background: #e6f4e6; } .ans-no { background: #fbe3e3; } .ans-partly { background: #fdf5d8; }
+.ans-yes { background: #e6f4e6; } .ans-no { background: #fbe3e3; } .ans-inconclusive { background: #fdf5d8; }
 .ans-na { color: #888; }
 .figs { display: flex; flex-wrap: wrap; gap: 14px; }
 figure { margin: 0; border: 1px solid #e3e3e3; padding: 6px; background: #fff; box-sizing: border-box;

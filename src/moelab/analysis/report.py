@@ -24,12 +24,13 @@ from pathlib import Path
 from moelab.accounting import human_count
 from moelab.analysis import data as D
 from moelab.analysis import html as H
-from moelab.analysis.extras import grpo_pairs, ttc_curves
+from moelab.analysis.extras import grpo_pairs, grpo_reward_curves, ttc_curves
 from moelab.analysis.figures import Figure, Style, fmt_si, isotonic_figure, optimum_figure, prepost_figure
-from moelab.analysis.figures import series_figure, ttc_figure, write_csv
+from moelab.analysis.figures import reward_figure, series_figure, ttc_figure, write_csv
 from moelab.analysis.fits import isotonic
 from moelab.analysis.optimum import optimal_sparsity
 from moelab.analysis.summary import NA, summarize
+from moelab.stats import DECISION_RULE
 from moelab.study.results import rows_to_csv
 
 __all__ = ["build_report", "write_demo_report", "render_report"]
@@ -59,7 +60,7 @@ def _study_table(rows: list[dict], fams: list[str]) -> str:
     header = ["run", "model", "status", "budget", "d", "E", "k", "sparsity", "total", "active", "tokens", "TPP",
               "FLOPs", *vary, *(["post-training"] if post else []), "train loss", "val loss"]
     for f in fams:
-        header += [f"{f} task loss", f"{f} acc."]
+        header += [f"{f} task loss [95 % CI]", f"{f} acc. [95 % CI]"]
     body, classes = [], []
     order = sorted(rows, key=lambda r: (D.num(r.get("budget")) or 0, D.num(r.get("active_size")) or 0,
                                         D.num(r.get("total_params")) or 0, str(r.get("run_id")), r.get("posttrain", "")))
@@ -84,10 +85,18 @@ def _study_table(rows: list[dict], fams: list[str]) -> str:
                *([r.get("posttrain") or "–"] if post else []), _f(r.get("train_loss"), ".4f"),
                _f(r.get("val_loss"), ".4f")]
         for f in fams:
-            row += [_f(D.task_loss_of(f, rows).get(r), ".4f"), _f(D.accuracy_of(f, rows).get(r), ".3f")]
+            row += [_with_ci(D.task_loss_of(f, rows), r, ".3f"), _with_ci(D.accuracy_of(f, rows), r, ".3f")]
         body.append(row)
         classes.append(f"st-{r['status']}")
     return H.table(header, body, left=3, nowrap=2, row_classes=classes)
+
+
+def _with_ci(q: D.Quantity, r: dict, spec: str) -> str:
+    """``0.360 [0.306, 0.414]``: the value and its 95 % interval over items, where it has one."""
+    v, ci = q.get(r), q.ci(r)
+    if v is None:
+        return "–"
+    return f"{v:{spec}}" + (f" [{ci[0]:{spec}}, {ci[1]:{spec}}]" if ci else "")
 
 
 def _f(v, spec: str) -> str:
@@ -184,14 +193,18 @@ def _loss_accuracy(rows, fams, style, out) -> Section:
     return Section("Loss–accuracy gap", intro=intro, figures=figs)
 
 
-def _posttrain(rows, fams, style, out, prepost) -> Section | None:
+def _posttrain(rows, fams, style, out, prepost, study_dir=None) -> Section | None:
     if not prepost:
         return None
-    figs = [prepost_figure(prepost["pairs"], prepost["pre"](fam), prepost["post"](fam), out, f"grpo-{_slug(fam)}",
+    rewards = grpo_reward_curves(study_dir, rows)
+    figs = [reward_figure(rewards, out, "grpo-reward", title="GRPO: mean reward per step", style=style,
+                          caption="The verifier's reward on each step's sampled completions, one line per model.")
+            ] if rewards else []
+    figs += [prepost_figure(prepost["pairs"], prepost["pre"](fam), prepost["post"](fam), out, f"grpo-{_slug(fam)}",
                            title=f"{fam}: accuracy before and after {prepost['kind']}", style=style, x=D.TOTAL,
                            ylabel=prepost["pre"](fam).label,
                            caption="Filled markers, solid lines: pretrained; open markers, dashed: post-trained.")
-            for fam in fams]
+             for fam in fams]
     return Section("Post-training (GRPO)", intro=f"<p>{len(prepost['pairs'])} post-trained models.</p>", figures=figs)
 
 
@@ -296,7 +309,7 @@ def _sections(rows: list[dict], out: Path, study_dir: Path | None, *, n_boot: in
     prepost = grpo_pairs(rows)
     curves = ttc_curves(study_dir, rows)
     statements = summarize(rows, fams, optima, prepost=prepost, ttc=curves)
-    cls = {"yes": "ans-yes", "no": "ans-no", "partly": "ans-partly", NA: "ans-na"}
+    cls = {"yes": "ans-yes", "no": "ans-no", "inconclusive": "ans-inconclusive", NA: "ans-na"}
     summary_tbl = H.table(["question", "answer", "evidence"], [[s.claim, s.answer, s.detail] for s in statements],
                           left=3, cell_classes={(i, 1): cls.get(s.answer, "") for i, s in enumerate(statements)})
     write_csv(out / "data" / "summary.csv", ["claim", "answer", "detail"],
@@ -304,14 +317,14 @@ def _sections(rows: list[dict], out: Path, study_dir: Path | None, *, n_boot: in
     (out / "data" / "study-table.csv").write_text(rows_to_csv([{k: v for k, v in r.items() if k != "config"}
                                                                for r in rows]), encoding="utf-8")
     sections = [
-        Section("Summary", intro="<p>Each answer is computed from this study's numbers (evidence on the right); "
-                                 "'not enough data' means the study cannot answer it.</p>", tables=[summary_tbl]),
+        Section("Summary", intro="<p>Each answer is computed from this study's numbers (evidence on the right). "
+                                 f"<b>Decision rule.</b> {H.esc(DECISION_RULE)}</p>", tables=[summary_tbl]),
         Section("Study", tables=[_study_table(rows, fams)]),
         _pretraining(rows, style, out),
         *[_family(rows, f, style, out) for f in fams],
         _gaps(rows, fams, style, out),
         _loss_accuracy(rows, fams, style, out),
-        _posttrain(rows, fams, style, out, prepost),
+        _posttrain(rows, fams, style, out, prepost, study_dir),
         _ttc(style, out, curves),
         _seed_spread(rows, fams, out),
         *_optimal(rows, fams, style, out, optima),

@@ -1,32 +1,36 @@
-"""The report's plain-language summary: yes/no statements computed from the study's numbers.
+"""The report's plain-language summary: verdicts computed from the study's numbers and their noise.
 
 Nothing here is a hand-written claim: each :class:`Statement` is a question the seed paper
 answers (does knowledge accuracy rise with total parameters? is reasoning task loss U-shaped in
-TPP? …), answered from this study's rows with the evidence in ``detail``, or "not enough data"
-when the study cannot answer it.
+TPP? …), answered from this study's rows with the evidence in ``detail``. Every answer is *yes*,
+*no*, *inconclusive* or *not enough data*, by the rule :data:`moelab.stats.DECISION_RULE`: an
+effect counts only when its 95 % interval — built from the models' intervals over items, the
+scatter of the models about the fit and, with seeds, the run-to-run spread — excludes no effect.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
-import numpy as np
 
 from moelab.accounting import human_count
 from moelab.analysis.data import (STATUSES, TOTAL, TRAIN_LOSS, VAL_LOSS, Quantity, accuracy_of, budget_symbol,
                                   completed, num, task_gap_of, task_loss_of)
 from moelab.analysis.figures import fmt_si
-from moelab.analysis.fits import is_monotone, least_squares, spearman
+from moelab.stats import (INCONCLUSIVE, LEVEL, NO, NOT_ENOUGH, YES, anova_test, bonferroni, combine, difference_test,
+                          rank_correlation_test, regression_test, slope_test)
 
-YES, NO, PARTLY, NA = "yes", "no", "partly", "not enough data"
+NA = NOT_ENOUGH
+__all__ = ["Statement", "summarize", "YES", "NO", "INCONCLUSIVE", "NA"]
 
 
 @dataclass
 class Statement:
     claim: str
-    answer: str  # yes / no / partly / not enough data
+    answer: str  # yes / no / inconclusive / not enough data
     detail: str = ""
 
     def as_dict(self) -> dict:
@@ -62,101 +66,173 @@ def _constant(rows: list[dict], y: Quantity) -> Statement | None:
     return None
 
 
-def monotone_in_total(rows: list[dict], y: Quantity, *, increasing: bool, what: str) -> Statement:
-    """Along every line (active size, variant) with ≥2 models, does y move one way as total params grow?"""
-    claim = f"{what} {'rises' if increasing else 'falls'} monotonically with total parameters at every active size"
+def _seed_sd(rows: list[dict], y: Quantity) -> float | None:
+    """The median run-to-run standard deviation of ``y`` where the study has seed replicates."""
+    from moelab.analysis.seeds import seed_groups
+
+    sds = []
+    for members in seed_groups(rows).values():
+        vals = [v for r in members if (v := y.get(r)) is not None]
+        if len(vals) >= 2:
+            sds.append(statistics.stdev(vals))
+    return statistics.median(sds) if sds else None
+
+
+def _log10(v: float | None) -> float | None:
+    return math.log10(v) if v is not None and v > 0 else None
+
+
+def _fmt_effect(effect, unit: str) -> str:
+    unit = f" {unit}" if unit else ""
+    return f"{effect.estimate:+.3g}{unit}, 95 % interval [{effect.lo:+.3g}, {effect.hi:+.3g}]"
+
+
+def monotone_in_total(rows: list[dict], y: Quantity, *, increasing: bool, what: str,
+                      level: float = LEVEL) -> Statement:
+    """Within each line (active size, variant), does y move one way as total parameters grow?
+
+    The effect is the pooled within-line slope of y on log10(total parameters). *Yes* needs that
+    slope's interval on the claimed side and every line's own slope pointing the same way; *no*
+    when the pooled slope, or one line's slope (Bonferroni over the lines), is significantly the
+    other way; else *inconclusive*.
+    """
+    claim = f"{what} {'rises' if increasing else 'falls'} with total parameters at every active size"
     if (const := _constant(rows, y)) is not None:
         return Statement(claim, const.answer, const.detail)
-    verdicts = []
+    lines = []
     for key, members in _line_groups(rows).items():
-        pts = sorted(((t, v) for r in members if (t := TOTAL.get(r)) and (v := y.get(r)) is not None))
-        if len({t for t, _ in pts}) >= 2:
-            rho = spearman([t for t, _ in pts], [v for _, v in pts]) if len(pts) >= 3 else None
-            verdicts.append((_group_name(key, members, rows), is_monotone([v for _, v in pts], increasing=increasing), rho))
-    if not verdicts:
-        return Statement(claim, NA, "no active size has two models with different total parameters")
-    good = [v for v in verdicts if v[1]]
-    bad = [v[0] for v in verdicts if not v[1]]
-    detail = f"{len(good)} of {len(verdicts)} lines"
-    if bad:
-        detail += f"; not at {', '.join(bad[:6])}{' …' if len(bad) > 6 else ''}"
-    # Strict monotonicity fails on any noisy point; the rank correlation shows the trend itself.
-    rhos = [f"{name} ρ = {rho:+.2f}" for name, _, rho in verdicts if rho is not None and math.isfinite(rho)]
-    if rhos:
-        detail += f"; rank correlation with total parameters: {', '.join(rhos[:6])}{' …' if len(rhos) > 6 else ''}"
-    return Statement(claim, YES if not bad else NO, detail)
+        pts = [(x, v, y.se(r)) for r in members if (x := _log10(TOTAL.get(r))) is not None
+               and (v := y.get(r)) is not None]
+        if len({p[0] for p in pts}) >= 2:
+            lines.append((_group_name(key, members, rows), pts))
+    flat = [(name, p) for name, pts in lines for p in pts]
+    pooled = slope_test([p[0] for _, p in flat], [p[1] for _, p in flat], [n for n, _ in flat], [p[2] for _, p in flat],
+                        level=level)
+    if pooled is None:
+        return Statement(claim, NA, "needs lines of models that differ in total parameters, with more models than "
+                                    "lines plus one")
+    per_line = bonferroni(len(lines), level)
+    sign = 1 if increasing else -1
+    parts, against, same_way = [], False, True
+    for name, pts in lines:
+        effect = slope_test([p[0] for p in pts], [p[1] for p in pts], None, [p[2] for p in pts], level=per_line)
+        if effect is None:  # two models: the sign alone
+            slope = (pts[-1][1] - pts[0][1]) / (pts[-1][0] - pts[0][0]) if pts[-1][0] != pts[0][0] else 0.0
+            same_way &= sign * slope > 0
+            parts.append(f"{name}: {slope:+.3g}")
+            continue
+        same_way &= sign * effect.estimate > 0
+        against |= effect.verdict(positive=increasing) == NO
+        parts.append(f"{name}: {effect.text()}")
+    verdict = pooled.verdict(positive=increasing)
+    if against:
+        verdict = NO
+    elif verdict == YES and not same_way:
+        verdict = INCONCLUSIVE
+    detail = (f"pooled within-line slope {_fmt_effect(pooled, 'per 10× total parameters')} over {pooled.n} models; "
+              f"per line: " + "; ".join(parts[:6]) + (" …" if len(parts) > 6 else ""))
+    return Statement(claim, verdict, detail)
 
 
-def best_at_largest(rows: list[dict], y: Quantity, *, what: str) -> Statement:
+def best_at_largest(rows: list[dict], y: Quantity, *, what: str, level: float = LEVEL) -> Statement:
+    """Per line: is the largest model better than the best of the others, beyond the noise?
+
+    The difference's interval uses both models' standard errors (items), plus the seed spread
+    where the study has seeds, at a Bonferroni-corrected level over the lines.
+    """
     claim = f"the best {what} of each active size is its model with the most total parameters"
     if (const := _constant(rows, y)) is not None:
         return Statement(claim, const.answer, const.detail)
-    verdicts = []
+    seed_sd = _seed_sd(rows, y) or 0.0
+    lines = []
     for key, members in _line_groups(rows).items():
         pts = [(r, t, v) for r in members if (t := TOTAL.get(r)) and (v := y.get(r)) is not None]
         if len({p[1] for p in pts}) >= 2:
-            sign = 1 if y.higher_is_better else -1
-            best = max(pts, key=lambda p: (sign * p[2], p[1]))
-            verdicts.append((_group_name(key, members, rows), best[1] == max(p[1] for p in pts), best[0]))
-    if not verdicts:
+            lines.append((key, members, pts))
+    if not lines:
         return Statement(claim, NA, "no active size has two models with different total parameters")
-    bad = [f"{name} (best: {r.get('label')})" for name, ok, r in verdicts if not ok]
-    answer = YES if not bad else (NO if len(bad) == len(verdicts) else PARTLY)
-    return Statement(claim, answer, f"{len(verdicts) - len(bad)} of {len(verdicts)} active sizes"
-                     + (f"; not at {', '.join(bad[:4])}" if bad else ""))
+    sign = 1 if y.higher_is_better else -1
+    level = bonferroni(len(lines), level)
+    verdicts, parts = [], []
+    for key, members, pts in lines:
+        largest = max(pts, key=lambda p: (p[1], sign * p[2]))
+        others = [p for p in pts if p[1] < largest[1]]
+        rival = max(others, key=lambda p: sign * p[2])
+        se_l, se_r = y.se(largest[0]), y.se(rival[0])
+        effect = difference_test(sign * largest[2], None if se_l is None else math.hypot(se_l, seed_sd),
+                                 sign * rival[2], None if se_r is None else math.hypot(se_r, seed_sd), level=level)
+        name = _group_name(key, members, rows)
+        if effect is None:
+            verdicts.append(NA)
+            parts.append(f"{name}: no interval")
+            continue
+        lo, hi = effect.lo, effect.hi
+        v = effect.verdict(positive=True)
+        verdicts.append(v)
+        parts.append(f"{name}: largest {largest[0].get('label')} − best other {rival[0].get('label')} = "
+                     f"{effect.estimate:+.3g} [{lo:+.3g}, {hi:+.3g}] → {v}")
+    return Statement(claim, combine(verdicts), "; ".join(parts[:6]) + (" …" if len(parts) > 6 else ""))
 
 
-def u_shape(optima, *, what: str) -> Statement:
-    """Task loss (or accuracy) has a turning point inside the measured TPP range, per group."""
+def u_shape(optima, *, what: str, level: float = LEVEL) -> Statement:
+    """Per group: curvature of the quadratic in log10 TPP significantly U-shaped (a minimum for a
+    loss, a maximum for an accuracy) and the bootstrap interval of its optimum inside the range."""
     claim = f"{what} has an optimum inside the measured TPP range (U-shape) at each budget and active size"
     fitted = [g for g in optima if g.opt is not None and g.active is not None]
     if not fitted:
         return Statement(claim, NA, "no budget/active size has 3 distinct TPP values with a varying metric")
-    inner = [g for g in fitted if g.opt.interior and g.opt.lo is not None and g.opt.lo > g.opt.fit.lo
-             and g.opt.hi < g.opt.fit.hi]
-    parts = [f"{g.key}: TPP {10 ** g.opt.x:.3g} [{10 ** g.opt.lo:.3g}, {10 ** g.opt.hi:.3g}]"
-             for g in inner if g.opt.lo is not None]
-    edge = [f"{g.key}: at the {'low' if g.opt.x <= g.opt.fit.lo else 'high'} TPP edge"
-            if not g.opt.interior else f"{g.key}: interval reaches the range edge" for g in fitted if g not in inner]
-    answer = YES if len(inner) == len(fitted) else (NO if not inner else PARTLY)
-    return Statement(claim, answer, f"{len(inner)} of {len(fitted)} groups; " + "; ".join(parts + edge))
+    level = bonferroni(len(fitted), level)
+    verdicts, parts = [], []
+    for g in fitted:
+        pts = [(x, v, g.quantity.se(r)) for r in g.rows if (x := _log10(num(r.get("tpp")))) is not None
+               and (v := g.quantity.get(r)) is not None]
+        curvature = regression_test([[p[0] ** 2 for p in pts], [p[0] for p in pts]], [p[1] for p in pts], 0,
+                                    [p[2] for p in pts], level=level) if len(pts) >= 4 else None
+        opt = g.opt
+        inside = opt.interior and opt.lo is not None and opt.lo > opt.fit.lo and opt.hi < opt.fit.hi
+        at_edge = opt.lo is not None and (opt.hi <= opt.fit.lo or opt.lo >= opt.fit.hi)
+        cv = NA if curvature is None else curvature.verdict(positive=not g.maximize)
+        v = YES if cv == YES and inside else (NO if cv == NO or at_edge else (NA if cv == NA else INCONCLUSIVE))
+        verdicts.append(v)
+        where = (f"TPP {10 ** opt.x:.3g} [{10 ** opt.lo:.3g}, {10 ** opt.hi:.3g}]" if opt.lo is not None
+                 else f"TPP {10 ** opt.x:.3g}")
+        curv = "" if curvature is None else f", curvature {curvature.estimate:+.3g} [{curvature.lo:+.3g}, {curvature.hi:+.3g}]"
+        parts.append(f"{g.key}: optimum {where}{curv} → {v}")
+    return Statement(claim, combine(verdicts), "; ".join(parts))
 
 
-def active_at_equal_loss(rows: list[dict], y: Quantity, *, what: str) -> Statement:
+def active_at_equal_loss(rows: list[dict], y: Quantity, *, what: str, level: float = LEVEL) -> Statement:
     claim = f"at equal training loss, models with more active parameters have higher {what}"
     if (const := _constant(rows, y)) is not None:
         return Statement(claim, const.answer, const.detail)
-    pts = [(tl, math.log2(a), v) for r in rows
+    pts = [(tl, math.log2(a), v, y.se(r)) for r in rows
            if (tl := TRAIN_LOSS.get(r)) is not None and (a := num(r.get("active_size"))) and (v := y.get(r)) is not None]
     if len({p[1] for p in pts}) < 2 or len(pts) < 4:
         return Statement(claim, NA, "needs ≥4 models over ≥2 active sizes with train loss and the metric")
-    coef = least_squares([[p[0] for p in pts], [p[1] for p in pts]], [p[2] for p in pts])
-    if coef is None:
+    effect = regression_test([[p[0] for p in pts], [p[1] for p in pts]], [p[2] for p in pts], 1, [p[3] for p in pts],
+                             level=level)
+    if effect is None:
         return Statement(claim, NA, "train loss and active size are collinear in this study")
-    sign = 1 if y.higher_is_better else -1
-    return Statement(claim, YES if sign * coef[2] > 0 else NO,
-                     f"linear fit over {len(pts)} models: {coef[2]:+.3g} per doubling of active parameters "
+    return Statement(claim, effect.verdict(positive=bool(y.higher_is_better)),
+                     f"linear fit over {len(pts)} models: {_fmt_effect(effect, 'per doubling of active parameters')} "
                      f"at fixed train loss")
 
 
-def gap_trend(rows: list[dict], x: str, y: Quantity, *, what: str, xname: str) -> Statement:
-    """Does the gap grow with ``x`` within each line of models that differ only in ``x``?"""
+def gap_trend(rows: list[dict], x: str, y: Quantity, *, what: str, xname: str, level: float = LEVEL) -> Statement:
+    """Does the gap grow with ``x`` (log scale) within each set of models that differ only in ``x``?"""
     claim = f"{what} grows with {xname}"
     others = [c for c in ("budget", "d_model", "num_experts", "top_k", "lr", "init_std", "seed") if c != x]
-    groups: dict = defaultdict(list)
+    xs, ys, gs, ses = [], [], [], []
     for r in rows:
-        if (xv := num(r.get(x))) is not None and (v := y.get(r)) is not None:
+        if (xv := _log10(num(r.get(x)))) is not None and (v := y.get(r)) is not None:
             key = tuple(num(r.get(c)) for c in others) if x in ("lr", "init_std") else \
                 tuple(num(r.get(c)) for c in ("budget", "active_size", "lr", "init_std", "seed"))
-            groups[key].append((xv, v))
-    rhos = [rho for pts in groups.values() if len({p[0] for p in pts}) >= 2
-            and (rho := spearman([p[0] for p in pts], [p[1] for p in pts])) is not None]
-    if not rhos:
-        return Statement(claim, NA, f"no set of models differs only in {xname}")
-    up = sum(r > 0 for r in rhos)
-    answer = YES if up == len(rhos) else (NO if up == 0 else PARTLY)
-    return Statement(claim, answer, f"rank correlation positive in {up} of {len(rhos)} groups "
-                                    f"(median ρ = {float(np.median(rhos)):+.2f})")
+            xs.append(xv), ys.append(v), gs.append(key), ses.append(y.se(r))
+    effect = slope_test(xs, ys, gs, ses, level=level)
+    if effect is None:
+        return Statement(claim, NA, f"no set of models differs only in {xname}, with more models than sets plus one")
+    return Statement(claim, effect.verdict(positive=True),
+                     f"slope {_fmt_effect(effect, f'per 10× {xname}')} over {effect.n} models in {len(set(gs))} sets")
 
 
 def status_statement(rows: list[dict]) -> Statement:
@@ -172,70 +248,94 @@ def status_statement(rows: list[dict]) -> Statement:
     return Statement("every feasible planned run finished", YES if planned and done == len(planned) else NO, detail)
 
 
-def prepost_statement(pairs, y_pre: Quantity, y_post: Quantity, *, what: str) -> Statement:
-    claim = f"the best pretrained model by {what} is still the best after GRPO"
+def _rank_statement(claim: str, pts: list[tuple[dict, float, float]], what_x: str, what_y: str,
+                    level: float) -> Statement:
+    """Is the ranking kept? Spearman ρ between the two measurements with its Fisher-z interval."""
+    effect = rank_correlation_test([p[1] for p in pts], [p[2] for p in pts], level=level)
+    if effect is None:
+        return Statement(claim, NA, f"needs ≥4 models with varying {what_x} and {what_y}")
+    best_x = max(pts, key=lambda p: p[1])[0].get("label")
+    best_y = max(pts, key=lambda p: p[2])[0].get("label")
+    return Statement(claim, effect.verdict(positive=True),
+                     f"{effect.n} models; rank correlation {_fmt_effect(effect, '')}; best by {what_x}: {best_x}, "
+                     f"by {what_y}: {best_y}")
+
+
+def prepost_statement(pairs, y_pre: Quantity, y_post: Quantity, *, what: str, level: float = LEVEL) -> Statement:
+    claim = f"GRPO keeps the pretrained models' ranking by {what} (rank correlation pre/post > 0)"
     pts = [(pre, a, b) for pre, post in pairs if (a := y_pre.get(pre)) is not None and (b := y_post.get(post)) is not None]
-    if len(pts) < 2:
-        return Statement(claim, NA, "needs ≥2 models evaluated before and after GRPO")
-    best_pre = max(pts, key=lambda p: p[1])[0]
-    best_post = max(pts, key=lambda p: p[2])[0]
-    rho = spearman([p[1] for p in pts], [p[2] for p in pts])
-    rose = sum(p[2] > p[1] for p in pts)
-    return Statement(claim, YES if best_pre is best_post else NO,
-                     f"{len(pts)} models; accuracy rose for {rose}; rank correlation pre/post "
-                     f"{'–' if rho is None else f'{rho:+.2f}'}; best after: {best_post.get('label')}")
+    stmt = _rank_statement(claim, pts, "pretraining", "GRPO", level)
+    if pts:
+        stmt.detail += f"; accuracy rose for {sum(p[2] > p[1] for p in pts)} of {len(pts)}"
+    return stmt
 
 
-def ttc_statement(curves, *, task: str) -> Statement:
-    claim = f"majority voting over the most samples keeps the greedy ranking's best model ({task})"
+def ttc_statement(curves, *, task: str, level: float = LEVEL) -> Statement:
+    claim = f"majority voting over the most samples keeps the greedy ranking of models ({task}; rank correlation > 0)"
     pts = [(r, c["greedy"], c["majority"][-1]) for r, c in curves
            if c.get("greedy") is not None and c.get("majority")]
-    if len(pts) < 2:
-        return Statement(claim, NA, "needs ≥2 models with a test-time-compute curve")
-    best_greedy = max(pts, key=lambda p: p[1])[0]
-    best_vote = max(pts, key=lambda p: p[2])[0]
-    return Statement(claim, YES if best_greedy is best_vote else NO,
-                     f"{len(pts)} models; best by vote: {best_vote.get('label')}, by greedy: {best_greedy.get('label')}")
+    return _rank_statement(claim, pts, "greedy", "vote", level)
 
 
 def summarize(rows: list[dict], families: list[str], optima: dict, *, prepost: dict | None = None,
-              ttc: dict | None = None) -> list[Statement]:
-    """Every statement the data can speak to, in the report's order."""
+              ttc: dict | None = None, level: float = LEVEL) -> list[Statement]:
+    """Every statement the data can speak to, in the report's order.
+
+    The verdicts share ``level`` family-wise: each of the m tests runs at ``bonferroni(m, level)``.
+    """
+    from functools import partial as bind
+
     done = completed(rows)
-    out = [status_statement(rows),
-           monotone_in_total(done, TRAIN_LOSS, increasing=False, what="pretraining train loss"),
-           monotone_in_total(done, VAL_LOSS, increasing=False, what="validation loss")]
+    tests = [bind(monotone_in_total, done, TRAIN_LOSS, increasing=False, what="pretraining train loss"),
+             bind(monotone_in_total, done, VAL_LOSS, increasing=False, what="validation loss")]
     for fam in families:
         acc, loss = accuracy_of(fam, rows), task_loss_of(fam, rows)
-        out += [monotone_in_total(done, acc, increasing=True, what=f"{fam} accuracy"),
-                monotone_in_total(done, loss, increasing=False, what=f"{fam} task loss"),
-                best_at_largest(done, acc, what=f"{fam} accuracy"),
-                u_shape([g for g in optima.get(fam, []) if g.metric == "task_loss"], what=f"{fam} task loss"),
-                active_at_equal_loss(done, acc, what=f"{fam} accuracy"),
-                gap_trend(done, "total_params", task_gap_of(fam), what=f"the {fam} task-loss generalization gap",
-                          xname="total parameters")]
+        gap = task_gap_of(fam)
+        tests += [bind(monotone_in_total, done, acc, increasing=True, what=f"{fam} accuracy"),
+                  bind(monotone_in_total, done, loss, increasing=False, what=f"{fam} task loss"),
+                  bind(best_at_largest, done, acc, what=f"{fam} accuracy"),
+                  bind(u_shape, [g for g in optima.get(fam, []) if g.metric == "task_loss"], what=f"{fam} task loss"),
+                  bind(active_at_equal_loss, done, acc, what=f"{fam} accuracy"),
+                  bind(gap_trend, done, "total_params", gap, what=f"the {fam} task-loss generalization gap",
+                       xname="total parameters")]
         for axis, name in (("lr", "the learning rate"), ("init_std", "the init std")):
             if len({num(r.get(axis)) for r in done}) > 1:
-                out.append(gap_trend(done, axis, task_gap_of(fam), what=f"the {fam} task-loss generalization gap",
-                                     xname=name))
+                tests.append(bind(gap_trend, done, axis, gap, what=f"the {fam} task-loss generalization gap",
+                                  xname=name))
         if prepost and prepost.get("pairs"):
-            out.append(prepost_statement(prepost["pairs"], prepost["pre"](fam), prepost["post"](fam),
-                                          what=f"{fam} accuracy"))
+            tests.append(bind(prepost_statement, prepost["pairs"], prepost["pre"](fam), prepost["post"](fam),
+                              what=f"{fam} accuracy"))
     for task, curves in (ttc or {}).items():
-        out.append(ttc_statement(curves, task=task))
-    out += seed_statements(rows, families)
-    return out
-
-
-def seed_statements(rows: list[dict], families: list[str]) -> list[Statement]:
-    """With a seed axis: does each metric differ between configurations more than between seeds?"""
+        tests.append(bind(ttc_statement, curves, task=task))
     from moelab.analysis.seeds import spread_summary
 
+    m = len(tests) + len(spread_summary(rows, families))
+    each = bonferroni(m, level)
+    return [status_statement(rows), *(test(level=each) for test in tests), *seed_statements(rows, families, each)]
+
+
+def seed_statements(rows: list[dict], families: list[str], level: float = LEVEL) -> list[Statement]:
+    """With a seed axis: does each metric differ between configurations more than between seeds?
+
+    One-way ANOVA over the configurations' seed replicates: yes when p < 0.05, else inconclusive
+    (equal means cannot be proven, only not rejected).
+    """
+    from moelab.analysis.seeds import seed_groups, seed_quantities, spread_summary
+
+    groups = seed_groups(rows)
     out = []
-    for key, seed_sd, config_sd, n in spread_summary(rows, families):
-        claim = f"{key} differs between configurations by more than between seeds"
-        ratio = config_sd / seed_sd if seed_sd > 0 else math.inf
-        answer = YES if ratio >= 2 else (PARTLY if ratio >= 1 else NO)
-        out.append(Statement(claim, answer, f"{n} configurations with ≥2 seeds: sd of their means {config_sd:.3g}, "
-                                            f"median sd across seeds {seed_sd:.3g} (ratio {ratio:.2g})"))
+    spread = {key: (seed_sd, config_sd, n) for key, seed_sd, config_sd, n in spread_summary(rows, families)}
+    for q in seed_quantities(rows, families):
+        if q.key not in spread:
+            continue
+        seed_sd, config_sd, n = spread[q.key]
+        claim = f"{q.key} differs between configurations by more than between seeds"
+        test = anova_test([[v for r in members if (v := q.get(r)) is not None] for members in groups.values()])
+        if test is None:
+            out.append(Statement(claim, NA, f"{n} configurations with ≥2 seeds, but no spread to test"))
+            continue
+        f_stat, p_value = test
+        out.append(Statement(claim, YES if p_value < 1 - level else INCONCLUSIVE,
+                             f"{n} configurations with ≥2 seeds: sd of their means {config_sd:.3g}, median sd across "
+                             f"seeds {seed_sd:.3g}; one-way ANOVA F = {f_stat:.3g}, p = {p_value:.3g}"))
     return out

@@ -160,8 +160,10 @@ def make_people(num_people: int, rng: random.Random) -> list[Person]:
     return people
 
 
-def biographies(person: Person, num_paraphrases: int, rng: random.Random) -> list[str]:
-    """``num_paraphrases`` biographies of one person, each a different wording and fact order.
+def biographies(person: Person, num_paraphrases: int, rng: random.Random,
+                attributes: tuple[str, ...] = ATTRIBUTES) -> list[str]:
+    """``num_paraphrases`` biographies of one person (its ``attributes`` only), each a different
+    wording and fact order.
 
     Paraphrase k uses template ``(offset + k) % n`` for every fact, so consecutive paraphrases
     never share a wording; the fact order is shuffled independently for each one.
@@ -170,7 +172,7 @@ def biographies(person: Person, num_paraphrases: int, rng: random.Random) -> lis
     offsets = {attr: rng.randrange(len(BIO_TEMPLATES[attr])) for attr in ATTRIBUTES}
     bios = []
     for k in range(num_paraphrases):
-        order = list(ATTRIBUTES)
+        order = [a for a in ATTRIBUTES if a in attributes]
         rng.shuffle(order)
         sentences = []
         for i, attr in enumerate(order):
@@ -184,9 +186,10 @@ def biographies(person: Person, num_paraphrases: int, rng: random.Random) -> lis
     return bios
 
 
-def qa_pairs(person: Person) -> list[tuple[str, str, str]]:
-    """(attribute, question, answer value) for each of the person's facts."""
-    return [(attr, QUESTIONS[attr].format(name=person.name), person.facts[attr]) for attr in ATTRIBUTES]
+def qa_pairs(person: Person, attributes: tuple[str, ...] = ATTRIBUTES) -> list[tuple[str, str, str]]:
+    """(attribute, question, answer value) for each of the person's facts among ``attributes``."""
+    return [(attr, QUESTIONS[attr].format(name=person.name), person.facts[attr])
+            for attr in ATTRIBUTES if attr in attributes]
 
 
 _PUNCT = re.compile(r"[^\w\s]")

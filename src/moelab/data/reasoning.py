@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from moelab.data import arithmetic
 from moelab.errors import UserError
 
 # Generator settings a ~1M-parameter model can learn; other generators use reasoning_gym's defaults.
@@ -67,15 +68,19 @@ class Problem:
         return f" #### {self.final}"
 
 
-def load_generator(name: str, *, seed: int, size: int):
-    """A reasoning_gym dataset with this world's settings; unknown names are a UserError."""
+def load_generator(name: str, *, seed: int, size: int, options: dict[str, Any] | None = None):
+    """A dataset with this world's settings: moelab's own ``addition`` (``options``: digits,
+    terms) or a reasoning_gym generator; unknown names are a UserError."""
+    if name == arithmetic.NAME:
+        return arithmetic.AdditionDataset(seed=seed, size=max(size, 1), **(options or {}))
     import reasoning_gym  # imported here: it registers ~100 generators on import
 
     known = sorted(reasoning_gym.factory.DATASETS)
     if name not in known:
-        close = difflib.get_close_matches(name, known, n=1)
+        close = difflib.get_close_matches(name, [arithmetic.NAME, *known], n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise UserError(f"data.world.reasoning_tasks: unknown reasoning_gym generator '{name}'{hint}")
+        raise UserError(f"data.world.reasoning_tasks: unknown generator '{name}' (neither moelab's "
+                        f"'{arithmetic.NAME}' nor a reasoning_gym one){hint}")
     return reasoning_gym.create_dataset(name, seed=seed, size=max(size, 1), **GENERATOR_KWARGS.get(name, {}))
 
 
@@ -83,20 +88,25 @@ def make_problem(name: str, index: int, entry: dict) -> Problem:
     rewrite = QUESTION_REWRITES.get(name)
     question = rewrite(entry) if rewrite else entry["question"].strip()
     final = str(entry["answer"]).strip()
-    expression = entry.get("metadata", {}).get("expression")
-    solution = worked_solution(expression, final) if isinstance(expression, str) else ""
+    metadata = entry.get("metadata", {})
+    expression = metadata.get("expression")
+    if isinstance(metadata.get("solution"), str):  # a generator that writes its own worked steps
+        solution = metadata["solution"]
+    else:
+        solution = worked_solution(expression, final) if isinstance(expression, str) else ""
     return Problem(name, index, question, solution, final, entry)
 
 
 def generate_problems(
-    name: str, *, seed: int, count: int, exclude: set[str] = frozenset(), max_tries_per_item: int = 20
+    name: str, *, seed: int, count: int, exclude: set[str] = frozenset(), max_tries_per_item: int = 20,
+    options: dict[str, Any] | None = None,
 ) -> list[Problem]:
     """``count`` problems with distinct questions, none of them in ``exclude``.
 
     Items are drawn at indices 0, 1, 2, ... of the dataset seeded ``seed``; duplicates are
     skipped, so with a small problem space fewer than ``count`` may come back.
     """
-    dataset = load_generator(name, seed=seed, size=count * max_tries_per_item)
+    dataset = load_generator(name, seed=seed, size=count * max_tries_per_item, options=options)
     seen = set(exclude)
     problems: list[Problem] = []
     for index in range(count * max_tries_per_item):

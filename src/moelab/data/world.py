@@ -106,13 +106,15 @@ def _knowledge(cfg: WorldConfig) -> tuple[list[ppl.Person], list[ppl.Person], li
     num_train = min(max(round(cfg.num_people * cfg.train_people_fraction), 1), cfg.num_people - 1)
     train_people, heldout_people = people[:num_train], people[num_train:]  # already in random order
 
+    attributes = tuple(cfg.knowledge_attributes)
     bio_rng = _rng(cfg.seed, "biographies")
-    documents = [bio for person in people for bio in ppl.biographies(person, cfg.bio_paraphrases, bio_rng)]
+    documents = [bio for person in people
+                 for bio in ppl.biographies(person, cfg.bio_paraphrases, bio_rng, attributes)]
     splits: dict[str, list[TaskItem]] = {}
     for split, group in (("train", train_people), ("heldout", heldout_people)):
-        items = [_qa_item(p, *qa, split) for p in group for qa in ppl.qa_pairs(p)]
+        items = [_qa_item(p, *qa, split) for p in group for qa in ppl.qa_pairs(p, attributes)]
         if split == "train":  # only the train people's QA pairs are pretraining text
-            documents += [item.prompt + item.answer for item in items]
+            documents += [item.prompt + item.answer for item in items] * cfg.qa_repeats
         _rng(cfg.seed, "knowledge-eval", split).shuffle(items)
         splits[split] = items[: cfg.knowledge_eval_items]
     task = Task("knowledge", "knowledge", splits, _score_knowledge, stop_strings=("\n",))
@@ -137,19 +139,21 @@ def _reasoning(cfg: WorldConfig) -> tuple[dict[str, list[rsn.Problem]], list[str
     documents: list[str] = []
     for i, name in enumerate(names):
         count = cfg.reasoning_train_items // len(names) + (i < cfg.reasoning_train_items % len(names))
-        train = rsn.generate_problems(name, seed=_int_seed(cfg.seed, name, "train"), count=count)
+        options = _generator_options(cfg, name)
+        train = rsn.generate_problems(name, seed=_int_seed(cfg.seed, name, "train"), count=count, options=options)
         heldout = rsn.generate_problems(
             name,
             seed=_int_seed(cfg.seed, name, "heldout"),
             count=cfg.reasoning_eval_items,
             exclude={p.question for p in train},  # heldout questions never appear in training
+            options=options,
         )
         problems[name] = train
         documents += [p.prompt + p.answer for p in train]
         eval_train = _rng(cfg.seed, name, "eval-train").sample(train, min(cfg.reasoning_eval_items, len(train)))
         splits = {"train": [_problem_item(p, "train") for p in eval_train],
                   "heldout": [_problem_item(p, "heldout") for p in heldout]}
-        scorer = rsn.load_generator(name, seed=0, size=1).score_answer
+        scorer = rsn.load_generator(name, seed=0, size=1, options=options).score_answer
         tasks[f"reasoning/{name}"] = Task(
             f"reasoning/{name}", "reasoning", splits, _reasoning_scorer(scorer), stop_strings=("\nQuestion:",)
         )
@@ -166,6 +170,12 @@ def _reasoning(cfg: WorldConfig) -> tuple[dict[str, list[rsn.Problem]], list[str
         "reasoning", "reasoning", mixed, _dispatch_scorer(by_generator), stop_strings=("\nQuestion:",)
     ), **tasks}
     return problems, documents, tasks
+
+
+def _generator_options(cfg: WorldConfig, name: str) -> dict | None:
+    if name == "addition":
+        return {"digits": cfg.addition_digits, "terms": cfg.addition_terms}
+    return None
 
 
 def _reasoning_scorer(scorer: Callable[[str, dict], float]) -> Callable[[TaskItem, str], float]:

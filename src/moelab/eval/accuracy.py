@@ -71,8 +71,14 @@ class AccuracyResult:
 
     def summary(self) -> dict[str, Any]:
         """JSON-able numbers without the records."""
+        from moelab.stats import wilson_interval
+
+        acc = None if math.isnan(self.accuracy) else self.accuracy
+        ci = wilson_interval(acc, self.num_items)  # 95 % over items
         return {
-            "accuracy": None if math.isnan(self.accuracy) else self.accuracy,
+            "accuracy": acc,
+            "accuracy_lo": ci[0] if ci else None,
+            "accuracy_hi": ci[1] if ci else None,
             "exact_match": self.exact_match,
             "acc_norm": self.acc_norm,
             "num_items": self.num_items,

@@ -23,15 +23,17 @@ A gap is ``None`` when either side is missing (a task file has only a ``heldout`
 
     pretrain_train_loss, pretrain_val_loss, pretrain_gap
     task_loss/<task>/<split>        bits per token, pooled (headline)
+    task_loss_lo/…, task_loss_hi/…  its 95 % bootstrap interval over items
     task_loss_bpb/<task>/<split>    bits per byte, pooled
     task_loss_mean/<task>/<split>   unweighted mean of the per-item bits per token
     accuracy/<task>/<split>         mean of `correct` (task scorer, else exact match)
+    accuracy_lo/…, accuracy_hi/…    its 95 % Wilson interval over items
     exact_match/<task>/<split>      extracted answer == normalised gold
     acc_norm/<task>/<split>         multiple-choice tasks only
     num_items/<task>/<split>, num_truncated/<task>/<split>
     task_loss_gap/<task>, accuracy_gap/<task>
 
-``<task>`` is the task name (``reasoning/chain_sum`` has a slash of its own: the metric is the
+``<task>`` is the task name (``reasoning/addition`` has a slash of its own: the metric is the
 first path component and the split the last), with task files as ``file:<stem>``.
 """
 
@@ -82,12 +84,16 @@ def assemble_levels(
     tasks = list(dict.fromkeys(t for t, _ in [*task_loss, *accuracy]))
     for (task, split), s in task_loss.items():
         out[f"task_loss/{task}/{split}"] = _num(s.get("bits_per_token"))
+        out[f"task_loss_lo/{task}/{split}"] = _num(s.get("bits_per_token_lo"))
+        out[f"task_loss_hi/{task}/{split}"] = _num(s.get("bits_per_token_hi"))
         out[f"task_loss_bpb/{task}/{split}"] = _num(s.get("bits_per_byte"))
         out[f"task_loss_mean/{task}/{split}"] = _num(s.get("mean_bits_per_token"))
         out[f"num_items/{task}/{split}"] = s.get("num_items")
         out[f"num_truncated/{task}/{split}"] = s.get("num_truncated")
     for (task, split), s in accuracy.items():
         out[f"accuracy/{task}/{split}"] = _num(s.get("accuracy"))
+        out[f"accuracy_lo/{task}/{split}"] = _num(s.get("accuracy_lo"))
+        out[f"accuracy_hi/{task}/{split}"] = _num(s.get("accuracy_hi"))
         out[f"exact_match/{task}/{split}"] = _num(s.get("exact_match"))
         if s.get("acc_norm") is not None:
             out[f"acc_norm/{task}/{split}"] = _num(s["acc_norm"])

@@ -80,8 +80,15 @@ class TaskLossResult:
         def num(x: float) -> float | None:
             return None if math.isnan(x) else x
 
+        from moelab.stats import bootstrap_ratio_interval
+
+        # 95 % bootstrap interval over items of the pooled bits per token (items resampled
+        # together with their token counts).
+        ci = bootstrap_ratio_interval([n / LN2 for n in self.nll], self.num_tokens) if self.nll else None
         return {
             "bits_per_token": num(self.bits_per_token),
+            "bits_per_token_lo": ci[0] if ci else None,
+            "bits_per_token_hi": ci[1] if ci else None,
             "bits_per_byte": num(self.bits_per_byte),
             "mean_bits_per_token": num(self.mean_bits_per_token),
             "mean_bits_per_byte": num(self.mean_bits_per_byte),

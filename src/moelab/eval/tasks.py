@@ -9,7 +9,7 @@ Names:
   Its family is ``reasoning`` when the answers carry ``#### N`` (numeric extraction and
   scoring), else ``knowledge`` (first-line exact match).
 
-    task = get_task("reasoning/chain_sum", world)
+    task = get_task("reasoning/addition", world)
     task = get_task("file:../shared/data/gsm8k_4shot.json")
 """
 

@@ -98,7 +98,7 @@ def run_job(job: Job, progress: bool = False) -> dict:
 
             torch.set_num_threads(max(1, job.threads))
             from moelab.config import RunConfig
-            from moelab.demo import evaluate_run
+            from moelab.eval.run import evaluate_run
             from moelab.train.trainer import Diverged, train
 
             cfg = RunConfig.model_validate(job.config)

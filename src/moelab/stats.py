@@ -1,0 +1,241 @@
+"""Uncertainty for every number a study reports, and the rule that turns it into a verdict.
+
+Pure numerics (numpy, scipy; no torch), shared by evaluation (intervals on each model's numbers)
+and analysis (verdicts across models):
+
+- :func:`wilson_interval` — 95 % Wilson score interval of an accuracy over n items (scipy's).
+- :func:`bootstrap_ratio_interval` — percentile bootstrap over items of a pooled ratio such as
+  bits per token = Σ bits / Σ tokens (items resampled with their token counts).
+- :func:`se_from_interval` — the standard error a 95 % interval implies (half-width / 1.96).
+- :func:`slope_test` — a trend: least-squares slope of y on x within groups (group fixed
+  effects), with a t interval whose standard error is the larger of the residual one (it holds
+  run-to-run and item noise as scattered in the data) and the one the points' own standard
+  errors imply (so three points that happen to line up cannot look certain).
+- :func:`difference_test` — a − b with the interval from both standard errors.
+- :func:`rank_correlation_test` — Spearman ρ with the Fisher-z interval (Bonett & Wright's SE).
+- :func:`verdict` — *yes* when the interval excludes "no effect" on the claimed side, *no* when
+  it excludes it on the other side, *inconclusive* when it contains no effect.
+
+Every interval is two-sided at ``LEVEL`` = 95 %.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+LEVEL = 0.95
+Z = 1.959963984540054  # the standard normal's 97.5 % quantile
+YES, NO, INCONCLUSIVE, NOT_ENOUGH = "yes", "no", "inconclusive", "not enough data"
+
+DECISION_RULE = (
+    "Each verdict tests one effect with an interval, and the summary's m verdicts together hold a 95 % "
+    "family-wise level (Bonferroni: each interval at 1 − 0.05/m, split further over the lines of models a "
+    "verdict tests one by one), so a study of pure noise reads yes less than one time in twenty. The effect is "
+    "a slope (least squares within lines of "
+    "models, standard error the larger of the residual one and the one implied by the models' own "
+    "intervals over items), a difference (both models' standard errors, plus the seed spread where "
+    "the study has seeds) or a rank correlation (Fisher z). Yes: the interval excludes no effect on "
+    "the claimed side. No: it excludes no effect on the other side. Inconclusive: it contains no "
+    "effect — the data cannot tell. Not enough data: too few models to estimate the effect."
+)
+
+
+def wilson_interval(accuracy: float | None, n: int | None, level: float = LEVEL) -> tuple[float, float] | None:
+    """The Wilson score interval of ``accuracy`` over ``n`` items (None without items).
+
+    ``accuracy`` may be a mean of fractional scores; it is rounded to a count of successes.
+    """
+    if accuracy is None or not n or not math.isfinite(accuracy):
+        return None
+    from scipy.stats import binomtest
+
+    k = min(max(int(round(accuracy * n)), 0), int(n))
+    ci = binomtest(k, int(n)).proportion_ci(confidence_level=level, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def bootstrap_ratio_interval(numerators: Sequence[float], denominators: Sequence[float], *, n_boot: int = 1000,
+                             level: float = LEVEL, seed: int = 0) -> tuple[float, float] | None:
+    """Percentile-bootstrap interval of Σ numerators / Σ denominators, resampling items.
+
+    Written with numpy rather than ``scipy.stats.bootstrap``: the ratio of sums needs the two
+    arrays resampled together, and one vectorised index draw does that in a millisecond.
+    """
+    num = np.asarray(numerators, dtype=float)
+    den = np.asarray(denominators, dtype=float)
+    if num.size < 2 or not np.isfinite(num).all() or den.sum() <= 0:
+        return None
+    rng = np.random.default_rng(seed)
+    idx_BN = rng.integers(0, num.size, size=(n_boot, num.size))
+    ratios = num[idx_BN].sum(axis=1) / np.maximum(den[idx_BN].sum(axis=1), 1e-300)
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(ratios, [alpha, 1 - alpha])
+    return float(lo), float(hi)
+
+
+def se_from_interval(lo: float | None, hi: float | None) -> float | None:
+    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        return None
+    return (hi - lo) / (2 * Z)
+
+
+@dataclass(frozen=True)
+class Effect:
+    """An estimated effect with its 95 % interval; ``n`` points, ``df`` degrees of freedom."""
+
+    estimate: float
+    lo: float
+    hi: float
+    n: int
+    df: int = 0
+
+    def verdict(self, *, positive: bool = True) -> str:
+        return verdict(self.lo, self.hi, positive=positive)
+
+    def text(self, fmt: str = "+.3g") -> str:
+        return f"{self.estimate:{fmt}} [{self.lo:{fmt}}, {self.hi:{fmt}}]"
+
+
+def verdict(lo: float, hi: float, *, positive: bool = True) -> str:
+    """yes / no / inconclusive for a claim that the effect is > 0 (``positive``) or < 0."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return INCONCLUSIVE
+    if lo > 0:
+        return YES if positive else NO
+    if hi < 0:
+        return NO if positive else YES
+    return INCONCLUSIVE
+
+
+def _t_quantile(df: int, level: float = LEVEL) -> float:
+    from scipy.stats import t
+
+    return float(t.ppf(0.5 + level / 2, df))
+
+
+def slope_test(x: Sequence[float], y: Sequence[float], groups: Sequence[object] | None = None,
+               se: Sequence[float | None] | None = None, *, level: float = LEVEL) -> Effect | None:
+    """Slope of ``y`` on ``x`` within ``groups`` (fixed effects) with its interval (95 % by default;
+    pass ``level=bonferroni(m)`` when it is one of m tests).
+
+    Needs at least one residual degree of freedom (n − groups − 1 ≥ 1) and some spread of x
+    within a group; otherwise None. ``se`` are the points' own standard errors (None: unknown).
+    """
+    x_arr, y_arr = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    g = list(groups) if groups is not None else [0] * len(x_arr)
+    labels = {key: i for i, key in enumerate(dict.fromkeys(g))}
+    gid = np.array([labels[key] for key in g])
+    xc, yc = x_arr.copy(), y_arr.copy()
+    for i in range(len(labels)):  # demean within each group: the fixed-effects slope
+        m = gid == i
+        xc[m] -= x_arr[m].mean()
+        yc[m] -= y_arr[m].mean()
+    sxx = float((xc**2).sum())
+    df = len(x_arr) - len(labels) - 1
+    if df < 1 or sxx <= 1e-12 * max(1.0, float((x_arr**2).sum())):
+        return None
+    slope = float((xc * yc).sum() / sxx)
+    resid = yc - slope * xc
+    se_resid = math.sqrt(float((resid**2).sum()) / df / sxx)
+    se_meas = 0.0
+    if se is not None:
+        # Var(slope) from the points' own errors: the slope is Σ w_i y_i with w_i = xc_i / Sxx
+        # (demeaning moves weight within a group, but the weights of one group sum to zero).
+        known = np.array([s if s is not None and math.isfinite(s) else 0.0 for s in se], dtype=float)
+        se_meas = math.sqrt(float(((xc / sxx) ** 2 * known**2).sum()))
+    half = _t_quantile(df, level) * max(se_resid, se_meas)
+    return Effect(slope, slope - half, slope + half, len(x_arr), df)
+
+
+def _z(level: float) -> float:
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(0.5 + level / 2)
+
+
+def difference_test(a: float, se_a: float | None, b: float, se_b: float | None, *, n: int = 2,
+                    level: float = LEVEL) -> Effect | None:
+    """``a − b`` with a normal interval; None when either standard error is unknown."""
+    if se_a is None or se_b is None:
+        return None
+    half = _z(level) * math.sqrt(se_a**2 + se_b**2)
+    return Effect(a - b, a - b - half, a - b + half, n)
+
+
+def rank_correlation_test(x: Sequence[float], y: Sequence[float], *, level: float = LEVEL) -> Effect | None:
+    """Spearman's ρ with the Fisher-z 95 % interval (SE √((1 + ρ²/2) / (n − 3)), Bonett & Wright 2000).
+
+    None with fewer than 4 points or when either variable is constant.
+    """
+    from scipy.stats import spearmanr
+
+    n = len(x)
+    if n < 4 or len(set(x)) < 2 or len(set(y)) < 2:
+        return None
+    rho = float(spearmanr(x, y).statistic)
+    if not math.isfinite(rho):
+        return None
+    r = min(max(rho, -0.999999), 0.999999)
+    half = _z(level) * math.sqrt((1 + r * r / 2) / (n - 3))
+    z = math.atanh(r)
+    return Effect(rho, math.tanh(z - half), math.tanh(z + half), n, n - 3)
+
+
+def bonferroni(m: int, level: float = LEVEL) -> float:
+    """The per-test level that keeps m tests at ``level`` together."""
+    return 1 - (1 - level) / max(m, 1)
+
+
+def combine(verdicts: Sequence[str]) -> str:
+    """One verdict for "at every line": no if any line says no, yes only if all say yes."""
+    decided = [v for v in verdicts if v != NOT_ENOUGH]
+    if not decided:
+        return NOT_ENOUGH
+    if NO in decided:
+        return NO
+    if all(v == YES for v in decided):
+        return YES
+    return INCONCLUSIVE
+
+
+def regression_test(columns: Sequence[Sequence[float]], y: Sequence[float], index: int,
+                    se: Sequence[float | None] | None = None, *, level: float = LEVEL) -> Effect | None:
+    """Least squares of ``y`` on ``columns`` plus an intercept; the coefficient of ``columns[index]``
+    with its 95 % t interval (standard error: the larger of the residual one and the one the
+    points' own ``se`` imply). None when the design is singular or leaves no degree of freedom."""
+    y_arr = np.asarray(y, dtype=float)
+    x_NP = np.column_stack([np.asarray(c, dtype=float) for c in columns] + [np.ones(len(y_arr))])
+    n, p = x_NP.shape
+    df = n - p
+    if df < 1:
+        return None
+    xtx = x_NP.T @ x_NP
+    if np.linalg.cond(xtx) > 1e12:
+        return None
+    inv = np.linalg.inv(xtx)
+    coef = inv @ x_NP.T @ y_arr
+    resid = y_arr - x_NP @ coef
+    se_resid = math.sqrt(float(resid @ resid) / df * inv[index, index])
+    se_meas = 0.0
+    if se is not None:
+        known = np.array([s if s is not None and math.isfinite(s) else 0.0 for s in se], dtype=float)
+        weights = (inv @ x_NP.T)[index]  # coefficient = weights · y
+        se_meas = math.sqrt(float((weights**2 * known**2).sum()))
+    half = _t_quantile(df, level) * max(se_resid, se_meas)
+    b = float(coef[index])
+    return Effect(b, b - half, b + half, n, df)
+
+
+def anova_test(groups: Sequence[Sequence[float]]) -> tuple[float, float] | None:
+    """One-way ANOVA across ``groups`` of replicates: (F, p); None with < 2 groups of ≥ 2 values."""
+    from scipy.stats import f_oneway
+
+    usable = [list(g) for g in groups if len(g) >= 2]
+    if len(usable) < 2 or all(np.ptp(g) == 0 for g in usable):
+        return None
+    result = f_oneway(*usable)
+    return float(result.statistic), float(result.pvalue)

@@ -1,0 +1,164 @@
+"""Studies of pure noise must never read *yes*; the interval arithmetic matches hand computations.
+
+A noise study is a full grid (two budgets, two active sizes, E from dense to 32, two learning
+rates, GRPO pairs) in which every model is the *same* model: its accuracy on each split is a fresh
+binomial draw over the items and its task loss a fresh bootstrap resample of one fixed list of
+per-item losses — exactly the sampling error a real evaluation has. Whatever the summary says
+about total parameters, TPP, active parameters, learning rate or GRPO is then an artefact.
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+from moelab import stats
+from moelab.analysis.data import families, normalise
+from moelab.analysis.optimum import optimal_sparsity
+from moelab.analysis.summary import summarize
+
+from analysis_synth import params
+
+ITEMS = 300
+
+
+def _noise_study(seed: int, *, with_seeds: bool = False) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    # one model's per-item losses (bits, tokens) for each task and split, fixed across the study
+    item_bits = {(t, s): rng.gamma(2.0, 0.5, ITEMS) * 5 for t in ("knowledge", "reasoning") for s in ("train", "heldout")}
+    item_tokens = {key: rng.integers(3, 8, ITEMS) for key in item_bits}
+    true_acc = {("knowledge", "train"): 0.45, ("knowledge", "heldout"): 0.05,
+                ("reasoning", "train"): 0.35, ("reasoning", "heldout"): 0.33}
+    rows = []
+    seeds = (0, 1, 2) if with_seeds else (0,)
+    for budget in (1e12, 4e12):
+        for d in (48, 64):
+            for e in (1, 2, 4, 8, 16, 32):
+                for lr in (1e-3, 3e-3):
+                    for sd in seeds:
+                        total, active = params(d, e, 1)
+                        tokens = budget / (6 * active)
+                        row = {"run_id": f"C{budget:g}-d{d}-E{e}-lr{lr:g}-s{sd}", "status": "done", "budget": budget,
+                               "d_model": d, "num_experts": e, "top_k": 1, "lr": lr, "init_std": 0.02, "seed": sd,
+                               "total_params": total, "active_params": active, "tokens": tokens,
+                               "tpp": tokens / total, "name": f"d{d}-E{e}-k1",
+                               # the same model: training losses are its own plus run-to-run jitter
+                               "final_train_loss": 2.0 + rng.normal(0, 0.01),
+                               "final_val_loss": 2.1 + rng.normal(0, 0.01)}
+                        row |= _evaluate(rng, item_bits, item_tokens, true_acc)
+                        rows.append(row)
+    post = []
+    for r in rows[:12]:
+        p = dict(r, run_id=r["run_id"] + "+grpo", posttrain="grpo", base_run_id=r["run_id"])
+        p |= _evaluate(rng, item_bits, item_tokens, true_acc)
+        post.append(p)
+    return rows + post
+
+
+def _evaluate(rng, item_bits, item_tokens, true_acc) -> dict:
+    out = {}
+    for (task, split), bits in item_bits.items():
+        idx = rng.integers(0, ITEMS, ITEMS)  # a fresh draw of the evaluation items
+        b, t = bits[idx], item_tokens[(task, split)][idx]
+        lo, hi = stats.bootstrap_ratio_interval(b, t, n_boot=300, seed=int(rng.integers(1 << 30)))
+        acc = rng.binomial(ITEMS, true_acc[(task, split)]) / ITEMS
+        alo, ahi = stats.wilson_interval(acc, ITEMS)
+        out |= {f"task_loss/{task}/{split}": b.sum() / t.sum(), f"task_loss_lo/{task}/{split}": lo,
+                f"task_loss_hi/{task}/{split}": hi, f"accuracy/{task}/{split}": acc,
+                f"accuracy_lo/{task}/{split}": alo, f"accuracy_hi/{task}/{split}": ahi,
+                f"num_items/{task}/{split}": ITEMS}
+    for task in ("knowledge", "reasoning"):
+        out[f"task_loss_gap/{task}"] = out[f"task_loss/{task}/heldout"] - out[f"task_loss/{task}/train"]
+    return out
+
+
+def _verdicts(rows: list[dict]) -> dict[str, str]:
+    from moelab.analysis.extras import grpo_pairs
+
+    rows = normalise(rows)
+    fams = families(rows)
+    optima = {f: [g for m in ("accuracy", "task_loss") for g in optimal_sparsity(rows, f, metric=m, n_boot=200)]
+              for f in fams}
+    return {s.claim: s.answer for s in summarize(rows, fams, optima, prepost=grpo_pairs(rows))}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_study_of_pure_noise_never_reads_yes(seed):
+    answers = _verdicts(_noise_study(seed))
+    tested = {c: a for c, a in answers.items() if c != "every feasible planned run finished"}
+    assert len(tested) >= 15  # the summary really spoke to the grid
+    assert set(tested.values()) <= {stats.NO, stats.INCONCLUSIVE, stats.NOT_ENOUGH}, \
+        {c: a for c, a in tested.items() if a == stats.YES}
+    # most claims are decided as "the data cannot tell", not dodged as "not enough data"
+    assert sum(a == stats.INCONCLUSIVE for a in tested.values()) >= len(tested) // 2
+
+
+def test_seed_replicates_of_noise_never_read_yes():
+    answers = _verdicts(_noise_study(7, with_seeds=True))
+    seed_claims = {c: a for c, a in answers.items() if "between seeds" in c}
+    assert seed_claims  # the ANOVA statements are there
+    assert all(a != stats.YES for c, a in answers.items() if c != "every feasible planned run finished"), answers
+
+
+def test_a_real_effect_is_still_found():
+    """The same grid with knowledge accuracy rising 0.2 per 10× total parameters reads yes."""
+    rows = _noise_study(3)
+    for r in rows:
+        for split in ("train", "heldout"):
+            acc = min(0.99, 0.1 + 0.2 * (math.log10(r["total_params"]) - 5))
+            r[f"accuracy/knowledge/{split}"] = acc
+            r[f"accuracy_lo/knowledge/{split}"], r[f"accuracy_hi/knowledge/{split}"] = stats.wilson_interval(acc, ITEMS)
+    answers = _verdicts(rows)
+    assert answers["knowledge accuracy rises with total parameters at every active size"] == stats.YES
+
+
+# ---------------------------------------------------------------- interval arithmetic by hand
+
+
+def test_wilson_interval_matches_the_formula():
+    k, n = 36, 100
+    p, z = k / n, stats.Z
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    lo, hi = stats.wilson_interval(0.36, 100)
+    assert lo == pytest.approx(centre - half, abs=1e-9) and hi == pytest.approx(centre + half, abs=1e-9)
+    assert stats.wilson_interval(0.0, 50)[0] == pytest.approx(0.0, abs=1e-12)  # never below zero
+    assert stats.wilson_interval(None, 10) is None and stats.wilson_interval(0.5, 0) is None
+
+
+def test_bootstrap_ratio_interval_covers_the_pooled_ratio_and_shrinks_with_items():
+    rng = np.random.default_rng(0)
+    bits, tokens = rng.gamma(2, 1, 400), rng.integers(2, 9, 400)
+    lo, hi = stats.bootstrap_ratio_interval(bits, tokens, n_boot=2000)
+    ratio = bits.sum() / tokens.sum()
+    assert lo < ratio < hi
+    # the normal approximation of a ratio estimator (delta method) gives about the same width
+    resid = bits - ratio * tokens
+    se = math.sqrt((resid**2).sum() / (len(bits) - 1) / len(bits)) / tokens.mean()
+    assert (hi - lo) == pytest.approx(2 * stats.Z * se, rel=0.15)
+    lo4, hi4 = stats.bootstrap_ratio_interval(np.tile(bits, 4), np.tile(tokens, 4), n_boot=2000)
+    assert (hi4 - lo4) == pytest.approx((hi - lo) / 2, rel=0.2)
+
+
+def test_slope_and_difference_tests_by_hand():
+    x, y = [0.0, 1.0, 2.0, 3.0], [1.0, 3.0, 2.0, 5.0]
+    e = stats.slope_test(x, y)
+    # by hand: slope = Sxy / Sxx = 5.5 / 5 = 1.1; residual SS = 2.7, df = 2; se = sqrt(2.7/2/5)
+    assert e.estimate == pytest.approx(1.1)
+    half = 4.302652729911275 * math.sqrt(2.7 / 2 / 5)  # t(0.975, 2)
+    assert (e.lo, e.hi) == pytest.approx((1.1 - half, 1.1 + half))
+    assert e.verdict() == stats.INCONCLUSIVE
+    # the points' own errors floor the standard error: three aligned points are not certain
+    tight = stats.slope_test([0, 1, 2], [0.0, 0.1, 0.2], se=[0.5, 0.5, 0.5])
+    assert tight.lo < 0 < tight.hi
+    d = stats.difference_test(0.6, 0.03, 0.5, 0.04)
+    assert (d.lo, d.hi) == pytest.approx((0.1 - stats.Z * 0.05, 0.1 + stats.Z * 0.05))
+    assert d.verdict() == stats.YES and d.verdict(positive=False) == stats.NO
+
+
+def test_combine_and_bonferroni():
+    assert stats.combine([stats.YES, stats.YES]) == stats.YES
+    assert stats.combine([stats.YES, stats.INCONCLUSIVE]) == stats.INCONCLUSIVE
+    assert stats.combine([stats.YES, stats.NO]) == stats.NO
+    assert stats.combine([stats.NOT_ENOUGH]) == stats.NOT_ENOUGH
+    assert stats.bonferroni(5) == pytest.approx(0.99)
