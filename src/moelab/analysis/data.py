@@ -34,6 +34,12 @@ SPLIT_METRICS = ("task_loss", "task_loss_bpb", "task_loss_mean", "accuracy", "ex
 GAP_METRICS = ("task_loss_gap", "accuracy_gap")
 # Which split is the headline of a task: held-out items first (what generalises), then any test split.
 HEADLINE_SPLITS = ("heldout", "test", "validation", "val", "train")
+# Except for memorisation: the paper's memorisation benchmarks measure recall of what pretraining
+# showed, which is the default world's knowledge "train" split (facts whose QA pairs are in the
+# corpus); its "heldout" split (people known only from biographies) measures knowledge extraction,
+# which stays at chance at CPU scale (calibration, docs/reproduction.md). Both stay in every table;
+# the gap figures read both.
+HEADLINE_BY_TASK = {"knowledge": "train"}
 FAMILY_ORDER = ("knowledge", "reasoning")
 
 _ALIASES = {
@@ -279,6 +285,9 @@ def splits_of(rows: list[dict], task: str) -> list[str]:
 
 def headline_split(rows: list[dict], task: str) -> str | None:
     splits = splits_of(rows, task)
+    preferred = HEADLINE_BY_TASK.get(task)
+    if preferred in splits:
+        return preferred
     return splits[0] if splits else None
 
 

@@ -59,8 +59,10 @@ def _study_table(rows: list[dict], fams: list[str]) -> str:
     post = any(r.get("posttrain") for r in rows)
     header = ["run", "model", "status", "budget", "d", "E", "k", "sparsity", "total", "active", "tokens", "TPP",
               "FLOPs", *vary, *(["post-training"] if post else []), "train loss", "val loss"]
+    splits = {f: D.splits_of(rows, f) for f in fams}
     for f in fams:
-        header += [f"{f} task loss [95 % CI]", f"{f} acc. [95 % CI]"]
+        header += [f"{f} task loss, {sp} [95 % CI]" for sp in splits[f]]
+        header += [f"{f} acc., {sp} [95 % CI]" for sp in splits[f]]
     body, classes = [], []
     order = sorted(rows, key=lambda r: (D.num(r.get("budget")) or 0, D.num(r.get("active_size")) or 0,
                                         D.num(r.get("total_params")) or 0, str(r.get("run_id")), r.get("posttrain", "")))
@@ -85,7 +87,8 @@ def _study_table(rows: list[dict], fams: list[str]) -> str:
                *([r.get("posttrain") or "–"] if post else []), _f(r.get("train_loss"), ".4f"),
                _f(r.get("val_loss"), ".4f")]
         for f in fams:
-            row += [_with_ci(D.task_loss_of(f, rows), r, ".3f"), _with_ci(D.accuracy_of(f, rows), r, ".3f")]
+            row += [_with_ci(D.task_loss_of(f, rows, sp), r, ".3f") for sp in splits[f]]
+            row += [_with_ci(D.accuracy_of(f, rows, sp), r, ".3f") for sp in splits[f]]
         body.append(row)
         classes.append(f"st-{r['status']}")
     return H.table(header, body, left=3, nowrap=2, row_classes=classes)
@@ -138,8 +141,12 @@ def _family(rows, fam, style, out) -> Section:
                           caption="Each line holds budget and active size fixed (iso-FLOP): sparsity = 1 − density; "
                                   "left is sparser."),
         ]
-    intro = (f"<p>Task loss: NLL of the reference answer in bits per token, split <code>{H.esc(D.headline_split(rows, fam))}"
-             f"</code>; accuracy: the task's scorer on greedy generations.</p>")
+    split = D.headline_split(rows, fam)
+    why = (" (memorisation: the facts whose question/answer pairs were in pretraining; the held-out split, "
+           "people known only from biographies, is in the study table and the gap section)"
+           if D.HEADLINE_BY_TASK.get(fam) == split else "")
+    intro = (f"<p>Task loss: NLL of the reference answer in bits per token, split <code>{H.esc(split)}</code>{why}; "
+             f"accuracy: the task's scorer on greedy generations. Error bars: 95 % intervals over items.</p>")
     return Section(f"Task family: {fam}", intro=intro, figures=figs)
 
 
