@@ -380,8 +380,18 @@ def task_gap_of(task: str) -> Quantity:
             h, t = eval_value(r, "task_loss", task, "heldout"), eval_value(r, "task_loss", task, "train")
             g = None if h is None or t is None else h - t
         return g
+
+    def interval(r):
+        # the two splits hold different items: their errors add in quadrature
+        from moelab.stats import Z, se_from_interval
+
+        g, h, t = get(r), task_loss_interval(r, task, "heldout"), task_loss_interval(r, task, "train")
+        if g is None or h is None or t is None:
+            return None
+        half = Z * (se_from_interval(*h) ** 2 + se_from_interval(*t) ** 2) ** 0.5
+        return g - half, g + half
     return Quantity(f"task_loss_gap/{task}", f"{task} task-loss gap, held-out − train (bits/token)", get,
-                    higher_is_better=False)
+                    higher_is_better=False, interval=interval)
 
 
 def accuracy_gap_of(task: str) -> Quantity:
