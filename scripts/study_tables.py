@@ -57,8 +57,12 @@ def model_table(study: Path) -> str:
         for f in fams:
             cells += [_pct(D.accuracy_of(f, rows, sp), r) for sp in _splits(rows, f)]
             cells.append(_loss(D.task_loss_of(f, rows, "heldout"), r))
-        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
-    return "\n".join(lines)
+        lines.append([str(c) for c in cells])
+    # lr, seed and post-training columns only where they vary
+    keep = [i for i, h in enumerate(header) if h not in ("lr", "seed", "post") or len({r[i] for r in lines[2:]}) > 1]
+    table = [[header[i] for i in keep]] + [[r[i] for i in keep] for r in lines[2:]]
+    return "\n".join(["| " + " | ".join(table[0]) + " |", "|" + "---|" * len(keep)]
+                     + ["| " + " | ".join(r) + " |" for r in table[1:]])
 
 
 def csv_table(path: Path) -> str:
