@@ -74,7 +74,8 @@ def test_per_k_expert_width_keeps_active_parameters():
     assert len({r.active_params for r in runs}) == 1 and len({r.tokens for r in runs}) == 1
 
 
-@pytest.mark.parametrize("preset", ["smoke", "demo", "paper", "paper-cpu", "paper-cpu-extras", "paper-cpu-seeds"])
+@pytest.mark.parametrize("preset", ["smoke", "demo", "paper", "paper-cpu", "paper-cpu-extras", "paper-cpu-seeds",
+                                    "paper-cpu-init"])
 def test_every_bundled_study_preset_plans(preset):
     from importlib.resources import files
 
@@ -91,9 +92,11 @@ def test_every_bundled_study_preset_plans(preset):
         assert {r.seed for r in runs if r.feasible} == {0, 1, 2} and sum(r.feasible for r in runs) == 12
     if preset == "paper-cpu-extras":
         assert study.posttrain and study.ttc and {r.config.train.lr for r in runs} == {1e-3, 3e-3, 1e-2}
+    if preset == "paper-cpu-init":
+        assert {r.config.model.init_std for r in runs} == {0.01, 0.02, 0.04}
 
 
-@pytest.mark.parametrize("preset", ["demo", "paper-cpu", "paper-cpu-seeds", "paper-cpu-extras"])
+@pytest.mark.parametrize("preset", ["demo", "paper-cpu", "paper-cpu-seeds", "paper-cpu-extras", "paper-cpu-init"])
 def test_cpu_presets_are_in_the_papers_regime(preset):
     """Every model at ≥ 1 token per parameter, dense to highly sparse, on the calibrated default world."""
     from moelab.config import WorldConfig
