@@ -162,3 +162,14 @@ def test_combine_and_bonferroni():
     assert stats.combine([stats.YES, stats.NO]) == stats.NO
     assert stats.combine([stats.NOT_ENOUGH]) == stats.NOT_ENOUGH
     assert stats.bonferroni(5) == pytest.approx(0.99)
+
+
+def test_rank_test_is_exact_for_few_models():
+    # six models in the same order: exact one-sided p = 1/720, significant at 95 % but not at 99.9 %
+    x, y = [1, 2, 3, 4, 5, 6], [0.1, 0.2, 0.25, 0.3, 0.5, 0.9]
+    assert stats.rank_correlation_test(x, y).verdict() == stats.YES
+    assert stats.rank_correlation_test(x, y, level=0.999).verdict() == stats.INCONCLUSIVE
+    # four models in the same order: p = 1/24 > 0.025, so never significant, whatever Fisher's z says
+    assert stats.rank_correlation_test([1, 2, 3, 4], [1, 2, 3, 4]).verdict() == stats.INCONCLUSIVE
+    e = stats.rank_correlation_test(list(range(20)), list(range(20)))  # Fisher's z beyond 8 points
+    assert e.lo > 0.9
