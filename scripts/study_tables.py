@@ -43,23 +43,24 @@ def model_table(study: Path) -> str:
 
     rows, _ = D.load_study_rows(study, write_store=False)
     fams = D.families(rows)
-    header = ["d", "E", "k", "lr", "seed", "post", "total", "TPP", "val loss"]
+    header = ["d", "E", "k", "lr", "init std", "seed", "post", "total", "TPP", "val loss"]
     for f in fams:
         header += [f"{f} acc. {sp}" for sp in _splits(rows, f)] + [f"{f} task loss held-out"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     done = [r for r in rows if r["status"] == "done"]
     done.sort(key=lambda r: (r.get("posttrain") or "", D.num(r.get("d_model")) or 0, D.num(r.get("top_k")) or 0,
-                             D.num(r.get("num_experts")) or 0, D.num(r.get("lr")) or 0, D.num(r.get("seed")) or 0))
+                             D.num(r.get("num_experts")) or 0, D.num(r.get("lr")) or 0, D.num(r.get("init_std")) or 0,
+                             D.num(r.get("seed")) or 0))
     for r in done:
         cells = [r.get("d_model"), r.get("num_experts"), r.get("top_k"), f"{D.num(r.get('lr')) or 0:g}",
-                 r.get("seed"), r.get("posttrain") or "–", human_count(D.num(r.get("total_params")) or 0),
+                 f"{D.num(r.get('init_std')) or 0:g}", r.get("seed"), r.get("posttrain") or "–", human_count(D.num(r.get("total_params")) or 0),
                  f"{D.num(r.get('tpp')) or 0:.3g}", f"{D.num(r.get('val_loss')) or float('nan'):.3f}"]
         for f in fams:
             cells += [_pct(D.accuracy_of(f, rows, sp), r) for sp in _splits(rows, f)]
             cells.append(_loss(D.task_loss_of(f, rows, "heldout"), r))
         lines.append([str(c) for c in cells])
     # lr, seed and post-training columns only where they vary
-    keep = [i for i, h in enumerate(header) if h not in ("lr", "seed", "post") or len({r[i] for r in lines[2:]}) > 1]
+    keep = [i for i, h in enumerate(header) if h not in ("lr", "init std", "seed", "post") or len({r[i] for r in lines[2:]}) > 1]
     table = [[header[i] for i in keep]] + [[r[i] for i in keep] for r in lines[2:]]
     return "\n".join(["| " + " | ".join(table[0]) + " |", "|" + "---|" * len(keep)]
                      + ["| " + " | ".join(r) + " |" for r in table[1:]])

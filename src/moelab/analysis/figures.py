@@ -430,11 +430,13 @@ def reward_figure(curves: list, out_dir: Path, key: str, *, title: str, style: S
     fig, ax = _setup(title, None, "mean reward (fraction of completions correct)")
     ax.set_xlabel("GRPO step")
     records = []
+    vary = [c for c in ("lr", "init_std", "seed") if len({num(r.get(c)) for r, _ in curves}) > 1]
     for r, pts in curves:
         steps = [p[0] for p in pts]
         mean = np.array([p[1] for p in pts])
         ax.plot(steps, mean, color=style.colour(r), ls=style.linestyle(r), marker=style.marker(r), ms=3, lw=1.0)
-        ax.annotate(f"E{r.get('num_experts')} k{r.get('top_k')}", (steps[-1], mean[-1]), xytext=(4, 0),
+        label = f"E{r.get('num_experts')} k{r.get('top_k')}" + "".join(f" {c}={num(r.get(c)):g}" for c in vary)
+        ax.annotate(label, (steps[-1], mean[-1]), xytext=(4, 0),
                     textcoords="offset points", fontsize=6, va="center", color=style.colour(r))
         for step, m, sd in pts:
             records.append([r.get(c) for c in ID_COLUMNS] + [step, m, sd])
