@@ -92,6 +92,12 @@ KNOWLEDGE_ATTRIBUTES = ("birth_date", "birth_city", "university", "major", "empl
 DEFAULT_ATTRIBUTES = ("birth_city", "major", "employer")
 
 
+def addition_problem_space(digits: int, terms: int) -> int:
+    """How many distinct ``addition`` questions one difficulty has (ordered operands, no leading zero)."""
+    per_operand = 10 if digits == 1 else 9 * 10 ** (digits - 1)
+    return per_operand**terms
+
+
 class WorldConfig(_Strict):
     """The embedded synthetic knowledge-and-reasoning world (moelab.data.world).
 
@@ -130,8 +136,7 @@ class WorldConfig(_Strict):
         if len(set(self.knowledge_attributes)) != len(self.knowledge_attributes):
             raise ValueError("knowledge_attributes lists an attribute twice")
         if "addition" in self.reasoning_tasks:
-            per_operand = 10 if self.addition_digits == 1 else 9 * 10 ** (self.addition_digits - 1)
-            space = per_operand**self.addition_terms
+            space = addition_problem_space(self.addition_digits, self.addition_terms)
             share = self.reasoning_train_items // len(set(self.reasoning_tasks)) + 1
             if share + self.reasoning_eval_items > space // 2:
                 raise ValueError(

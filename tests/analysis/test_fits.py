@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from moelab.analysis.fits import (bootstrap_optimum, fit_quadratic, interp_clamped, is_monotone, isotonic,
-                                  least_squares, optimum_location, pava, spearman)
+from moelab.analysis.fits import bootstrap_optimum, fit_quadratic, interp_clamped, is_monotone, isotonic, optimum_location, pava
+from moelab.stats import rank_correlation_test, regression_test
 
 
 def test_pava_hand_computed():
@@ -74,11 +74,13 @@ def test_bootstrap_on_monotone_data_reports_the_edge():
 
 
 def test_small_statistics():
-    assert spearman([1, 2, 3, 4], [10, 20, 30, 25]) == pytest.approx(0.8)
-    assert spearman([1, 2], [3, 3]) is None
-    coef = least_squares([[0, 1, 2, 3, 4], [1, 0, 1, 0, 2]], [1 + 2 * a - 3 * b for a, b in zip([0, 1, 2, 3, 4],
-                                                                                                 [1, 0, 1, 0, 2])])
-    assert np.allclose(coef, [1, 2, -3])
-    assert least_squares([[1, 2]], [1, 2]) is None  # no spare degree of freedom
+    # the statistics the summary uses (moelab.stats), on the cases the old helpers were checked on
+    assert rank_correlation_test([1, 2, 3, 4], [10, 20, 30, 25]).estimate == pytest.approx(0.8)
+    assert rank_correlation_test([1, 2, 3, 4], [3, 3, 3, 3]) is None
+    columns = [[0, 1, 2, 3, 4], [1, 0, 1, 0, 2]]
+    y = [1 + 2 * a - 3 * b for a, b in zip(*columns)]
+    assert regression_test(columns, y, 0).estimate == pytest.approx(2)
+    assert regression_test(columns, y, 1).estimate == pytest.approx(-3)
+    assert regression_test([[1, 2]], [1, 2], 0) is None  # no spare degree of freedom
     assert interp_clamped(1.5, [1, 2], [10, 20]) == (15.0, False)
     assert interp_clamped(3.0, [1, 2], [10, 20]) == (20.0, True)

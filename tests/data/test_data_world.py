@@ -194,7 +194,9 @@ def test_addition_problems_are_worked_column_by_column():
         assert len(ops) == 3 and all(1000 <= v <= 9999 for v in ops)
         assert entry["answer"] == str(sum(ops)) and entry == ds[i]  # a pure function of (seed, index)
         assert ds.score_answer(str(sum(ops)), entry) == 1.0 and ds.score_answer(str(sum(ops) + 1), entry) == 0.0
-    assert arithmetic.problem_space(3, 2) == 900**2
+    from moelab.config import addition_problem_space
+
+    assert addition_problem_space(3, 2) == 900**2 and addition_problem_space(1, 2) == 100
 
 
 def test_reasoning_splits_are_disjoint_from_pretraining_and_scored_by_the_sum():

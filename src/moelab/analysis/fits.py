@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = ["IsotonicFit", "isotonic", "pava", "QuadFit", "fit_quadratic", "optimum_location", "Optimum",
-           "bootstrap_optimum", "spearman", "is_monotone", "least_squares", "interp_clamped"]
+           "bootstrap_optimum", "is_monotone", "interp_clamped"]
 
 
 # ---------------------------------------------------------------- isotonic regression
@@ -181,47 +181,10 @@ def _bootstrap_locations(x: np.ndarray, y: np.ndarray, lo: float, hi: float, *, 
 # ---------------------------------------------------------------- small statistics
 
 
-def _ranks(v: np.ndarray) -> np.ndarray:
-    """Ranks from 1, ties sharing their average rank."""
-    order = np.argsort(v, kind="stable")
-    ranks = np.empty(v.size)
-    sv = v[order]
-    i = 0
-    while i < v.size:
-        j = i
-        while j + 1 < v.size and sv[j + 1] == sv[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
-
-
-def spearman(x, y) -> float | None:
-    """Spearman's rank correlation; None with fewer than 2 points or a constant side."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    if x.size < 2:
-        return None
-    rx, ry = _ranks(x), _ranks(y)
-    if rx.std() == 0 or ry.std() == 0:
-        return None
-    return float(np.corrcoef(rx, ry)[0, 1])
-
-
 def is_monotone(values, *, increasing: bool, tol: float = 0.0) -> bool:
     """Every step moves the given way (a step back of at most ``tol`` is forgiven)."""
     d = np.diff(np.asarray(values, float))
     return bool(np.all(d >= -tol)) if increasing else bool(np.all(d <= tol))
-
-
-def least_squares(columns: list, y) -> np.ndarray | None:
-    """Coefficients of y ≈ b0 + Σ b_i·columns[i]; None when the design is rank-deficient or has
-    no spare degree of freedom."""
-    y = np.asarray(y, float)
-    design = np.column_stack([np.ones_like(y)] + [np.asarray(c, float) for c in columns])
-    if design.shape[0] <= design.shape[1] or np.linalg.matrix_rank(design) < design.shape[1]:
-        return None
-    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
-    return coef
 
 
 def interp_clamped(xq: float, xs, ys) -> tuple[float, bool]:

@@ -309,12 +309,14 @@ def summarize(rows: list[dict], families: list[str], optima: dict, *, prepost: d
         tests.append(bind(ttc_statement, curves, task=task))
     from moelab.analysis.seeds import spread_summary
 
-    m = len(tests) + len(spread_summary(rows, families))
-    each = bonferroni(m, level)
-    return [status_statement(rows), *(test(level=each) for test in tests), *seed_statements(rows, families, each)]
+    spread = spread_summary(rows, families)
+    each = bonferroni(len(tests) + len(spread), level)
+    return [status_statement(rows), *(test(level=each) for test in tests),
+            *seed_statements(rows, families, each, spread=spread)]
 
 
-def seed_statements(rows: list[dict], families: list[str], level: float = LEVEL) -> list[Statement]:
+def seed_statements(rows: list[dict], families: list[str], level: float = LEVEL, *,
+                    spread: list | None = None) -> list[Statement]:
     """With a seed axis: does each metric differ between configurations more than between seeds?
 
     One-way ANOVA over the configurations' seed replicates: yes when p < 0.05, else inconclusive
@@ -324,7 +326,8 @@ def seed_statements(rows: list[dict], families: list[str], level: float = LEVEL)
 
     groups = seed_groups(rows)
     out = []
-    spread = {key: (seed_sd, config_sd, n) for key, seed_sd, config_sd, n in spread_summary(rows, families)}
+    spread = {key: (seed_sd, config_sd, n)
+              for key, seed_sd, config_sd, n in (spread if spread is not None else spread_summary(rows, families))}
     for q in seed_quantities(rows, families):
         if q.key not in spread:
             continue

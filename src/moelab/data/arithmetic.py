@@ -28,10 +28,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from moelab.errors import UserError
 
 NAME = "addition"
-MAX_DIGITS, MAX_TERMS = 8, 4
 
 
 def column_steps(operands: list[int]) -> tuple[str, int]:
@@ -49,18 +47,15 @@ def column_steps(operands: list[int]) -> tuple[str, int]:
 
 @dataclass(frozen=True)
 class AdditionDataset:
-    """``size`` problems of ``terms`` operands with ``digits`` digits each, drawn from ``seed``."""
+    """``size`` problems of ``terms`` operands with ``digits`` digits each, drawn from ``seed``.
+
+    The bounds on ``digits`` and ``terms`` are ``WorldConfig``'s (the world builds this from a
+    validated config)."""
 
     seed: int
     size: int
     digits: int = 2
     terms: int = 2
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.digits <= MAX_DIGITS:
-            raise UserError(f"data.world.addition_digits={self.digits}: must be 1 to {MAX_DIGITS}")
-        if not 2 <= self.terms <= MAX_TERMS:
-            raise UserError(f"data.world.addition_terms={self.terms}: must be 2 to {MAX_TERMS}")
 
     def __len__(self) -> int:
         return self.size
@@ -80,9 +75,3 @@ class AdditionDataset:
     @staticmethod
     def score_answer(answer: str | None, entry: dict) -> float:
         return 1.0 if answer is not None and answer.strip() == entry["answer"] else 0.0
-
-
-def problem_space(digits: int, terms: int) -> int:
-    """How many distinct questions one difficulty has (ordered operands)."""
-    per_operand = 10 if digits == 1 else 9 * 10 ** (digits - 1)
-    return per_operand**terms
