@@ -12,7 +12,10 @@ Conventions (documented because every scaling-law paper picks its own):
   for the attention scores and the weighted sum (non-causal count, as PaLM does).
 * **TPP** (tokens per parameter) = ``D / N_total`` — the seed paper's x-axis.
 * **Names** follow the seed paper's released checkpoints, ``d{d}-E{E}-k{k}-{total}-A{active}``,
-  e.g. ``d512-E8-k2-320M-A170M``; see :func:`human_count` for the rounding rule.
+  e.g. ``d512-E8-k2-320M-A170M``: ``{total}`` is the total above (router included) and
+  ``{active}`` is the active count *without* the router, as the paper counts it
+  (``d1024-E128-k4-13.2B-A670M``: 673.7M without the router's 2.1M, 675.8M with it).
+  :func:`summary` reports both active counts; see :func:`human_count` for the rounding rule.
 """
 
 from __future__ import annotations
@@ -42,6 +45,11 @@ class ParamCounts:
     @property
     def active(self) -> int:
         return self.embedding + self.head + self.attention + self.norms + self.router + self.experts_active
+
+    @property
+    def active_without_router(self) -> int:
+        """The active count the seed paper's names use: the router's d·E weights left out."""
+        return self.active - self.router
 
     @property
     def non_embedding_active(self) -> int:
@@ -108,28 +116,33 @@ def tokens_per_param(cfg: "ModelConfig", tokens: float) -> float:
 def human_count(n: float) -> str:
     """The seed paper's checkpoint-name rounding: 320160256 → '320M', 1881966592 → '1.9B'.
 
-    In the chosen unit (K, M, B, T), values ≥ 100 keep two significant figures
-    (169.2M → '170M') and smaller values one decimal (26.45B → '26.4B', 1.48B → '1.5B'),
-    dropping a trailing '.0'. This reproduces every released name we know of.
+    In the chosen unit (K, M, B, T), values that round to ≥ 100 keep two significant figures
+    (169.2M → '170M', 999.6M → '1.0B') and smaller values exactly one decimal, a trailing '.0'
+    included (26.45B → '26.4B', 26.03B → '26.0B', 1.48B → '1.5B'). This reproduces the names
+    of all 65 released models (tests/core/test_paper_names.py).
     """
-    for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+    units = (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3))
+    for i, (unit, scale) in enumerate(units):
         if n >= scale:
             break
     else:
         return str(int(n))
     x = n / scale
-    if x >= 100:
-        digits = int(math.floor(math.log10(x))) + 1
-        text = str(int(round(x, 2 - digits)))
-    else:
-        text = f"{x:.1f}".removesuffix(".0")
-    return f"{text}{unit}"
+    if round(x, 1) < 100:
+        return f"{x:.1f}{unit}"
+    digits = int(math.floor(math.log10(x))) + 1
+    rounded = int(round(x, 2 - digits))
+    if rounded >= 1000 and i > 0:  # 999.6M rounds to 1000M: say 1.0B
+        return f"{rounded / 1000:.1f}{units[i - 1][0]}"
+    return f"{rounded}{unit}"
 
 
 def model_name(cfg: "ModelConfig") -> str:
-    """``d{d}-E{E}-k{k}-{total}-A{active}``, the seed paper's naming scheme."""
+    """``d{d}-E{E}-k{k}-{total}-A{active}``, the seed paper's naming scheme: ``total`` counts the
+    router, ``active`` does not (:attr:`ParamCounts.active_without_router`), as the paper's names do."""
     c = param_counts(cfg)
-    return f"d{cfg.d_model}-E{cfg.num_experts}-k{cfg.top_k}-{human_count(c.total)}-A{human_count(c.active)}"
+    return (f"d{cfg.d_model}-E{cfg.num_experts}-k{cfg.top_k}-{human_count(c.total)}"
+            f"-A{human_count(c.active_without_router)}")
 
 
 def summary(cfg: "ModelConfig", tokens: float | None = None) -> dict:
@@ -144,7 +157,8 @@ def summary(cfg: "ModelConfig", tokens: float | None = None) -> dict:
         "expert_hidden": cfg.ffn_hidden,
         "vocab_size": cfg.vocab_size,
         "total_params": c.total,
-        "active_params": c.active,
+        "active_params": c.active,  # exact, router included
+        "active_params_without_router": c.active_without_router,  # the count the name's A… uses
         "non_embedding_active_params": c.non_embedding_active,
         "sparsity": sparsity(cfg.num_experts, cfg.top_k),
         "density": cfg.top_k / cfg.num_experts,

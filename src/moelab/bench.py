@@ -326,6 +326,7 @@ def cmd_bench(args) -> int:
                      new_tokens=args.new_tokens, prompt_len=args.prompt_len, dtype=args.dtype,
                      compile=args.compile, threads=args.threads, repeats=args.repeats, warmup=args.warmup,
                      device=args.device)
+    _check_fits(spec)
     result = run_bench(spec)
     if args.json:
         print(json.dumps(result, indent=2))
@@ -336,6 +337,29 @@ def cmd_bench(args) -> int:
         shown["mfu"] = f"{result['mfu']:.1%}"
         print_kv(shown, title=f"bench {args.mode}: {result['model']['name']}")
     return 0
+
+
+def _check_fits(spec: BenchSpec) -> None:
+    """Refuse a benchmark that cannot fit before allocating it (one line, like ``train``)."""
+    from moelab import accounting
+    from moelab.config import RunConfig
+    from moelab.errors import UserError
+    from moelab.resources import available_memory, check_fits, human_bytes
+
+    device = resolve_device(spec.device)
+    if spec.mode == "train":
+        run = RunConfig.model_validate({"model": spec.cfg.model_dump(), "data": {"seq_len": spec.seq},
+                                        "train": {"batch_size": spec.batch,
+                                                  "precision": "bf16" if spec.dtype == "bf16" else "fp32"}})
+        check_fits(run, device)
+        return
+    seq = spec.seq if spec.mode == "score" else spec.prompt_len + spec.new_tokens
+    # fp32 weights, one fp32 logits tensor and the hidden states of one layer: a floor, not a promise
+    need = 4 * (accounting.total_params(spec.cfg) + spec.batch * seq * (spec.cfg.vocab_size + 8 * spec.cfg.d_model))
+    have = available_memory(device)
+    if have is not None and need > have:
+        raise UserError(f"bench {spec.mode}: needs at least {human_bytes(need)} of memory, {human_bytes(have)} is "
+                        f"available on {device.type}; use a smaller model, --batch or --seq")
 
 
 def _cmd_bench_defaults(args) -> int:

@@ -10,7 +10,8 @@ import json
 import sys
 from pathlib import Path
 
-from moelab.errors import UserError
+from moelab.cli_args import nonneg_float, positive_float, positive_int, probability
+from moelab.errors import UserError, one_line, raised_in
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,7 +60,10 @@ def cmd_params(args) -> int:
 def cmd_train(args) -> int:
     from moelab.config import load_run_config
 
+    from moelab.outdir import claim_output
+
     cfg = load_run_config(args.config)  # a bad config fails before torch is imported
+    claim_output(args.out, "run")
     from moelab.train.trainer import train
 
     summary = train(cfg, Path(args.out), progress=not args.quiet, max_steps_this_call=args.stop_after)
@@ -71,9 +75,9 @@ def cmd_train(args) -> int:
 def cmd_export_hf(args) -> int:
     from moelab.interop.hf import export_hf
     from moelab.modelio import load_model
-    from moelab.resources import check_writable_dir
+    from moelab.outdir import claim_output
 
-    check_writable_dir(Path(args.out), "out")
+    claim_output(args.out, "hf-export", flag="OUT", sources=[args.model])
     model, tokenizer, cfg = load_model(args.model)
     export_hf(model, cfg, Path(args.out), tokenizer=tokenizer)
     print(f"wrote Hugging Face Mixtral checkpoint to {args.out}")
@@ -82,9 +86,9 @@ def cmd_export_hf(args) -> int:
 
 def cmd_import_hf(args) -> int:
     from moelab.modelio import load_model, save_model_dir
-    from moelab.resources import check_writable_dir
+    from moelab.outdir import claim_output
 
-    check_writable_dir(Path(args.out), "out")
+    claim_output(args.out, "model", flag="OUT", sources=[args.hf_dir])
     model, tokenizer, cfg = load_model(args.hf_dir)
     save_model_dir(model, cfg, tokenizer, Path(args.out))
     print(f"wrote moelab model directory to {args.out}")
@@ -98,9 +102,14 @@ def cmd_generate(args) -> int:
     from moelab.model.generate import generate
     from moelab.modelio import load_model
 
-    model, tok, _ = load_model(args.model)
+    model, tok, cfg = load_model(args.model)
+    prompts = [encode_prompt(tok, p) for p in args.prompt]
+    longest = max(len(ids) for ids in prompts)
+    if longest + args.max_new_tokens > cfg.max_seq_len:  # past the trained context the output is noise
+        raise UserError(f"a prompt of {longest} tokens plus --max-new-tokens {args.max_new_tokens} exceeds the "
+                        f"model's context of {cfg.max_seq_len} tokens; shorten the prompt or ask for fewer tokens")
     gen = torch.Generator().manual_seed(args.seed)
-    out = generate(model, [encode_prompt(tok, p) for p in args.prompt], max_new_tokens=args.max_new_tokens,
+    out = generate(model, prompts, max_new_tokens=args.max_new_tokens,
                    eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, temperature=args.temperature,
                    top_p=args.top_p, stop_strings=tuple(args.stop or ()), decode=tok.decode, generator=gen)
     for prompt, ids in zip(args.prompt, out):
@@ -139,15 +148,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("params", help="parameter, FLOP and TPP accounting for one architecture")
     s.add_argument("--preset", help="architecture preset (paper: the seed paper's released models)")
-    s.add_argument("--d-model", type=int)
-    s.add_argument("--experts", type=int)
-    s.add_argument("--top-k", type=int)
-    s.add_argument("--layers", type=int)
-    s.add_argument("--heads", type=int)
-    s.add_argument("--kv-heads", type=int)
-    s.add_argument("--vocab", type=int)
-    s.add_argument("--expert-hidden", type=int)
-    s.add_argument("--tokens", type=float, help="training tokens (paper preset: 125B)")
+    s.add_argument("--d-model", type=positive_int)
+    s.add_argument("--experts", type=positive_int)
+    s.add_argument("--top-k", type=positive_int)
+    s.add_argument("--layers", type=positive_int)
+    s.add_argument("--heads", type=positive_int)
+    s.add_argument("--kv-heads", type=positive_int)
+    s.add_argument("--vocab", type=positive_int)
+    s.add_argument("--expert-hidden", type=positive_int)
+    s.add_argument("--tokens", type=positive_float, help="training tokens (paper preset: 125B)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_params)
 
@@ -156,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--quiet", action="store_true")
     s.add_argument("--json", action="store_true")
-    s.add_argument("--stop-after", type=int, metavar="N",
+    s.add_argument("--stop-after", type=positive_int, metavar="N",
                    help="train at most N more steps in this call, checkpoint, and exit (resume later)")
     s.set_defaults(func=cmd_train)
 
@@ -173,9 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("generate", help="complete prompts with a model")
     s.add_argument("--model", required=True)
     s.add_argument("--prompt", action="append", required=True)
-    s.add_argument("--max-new-tokens", type=int, default=64)
-    s.add_argument("--temperature", type=float, default=0.0)
-    s.add_argument("--top-p", type=float, default=1.0)
+    s.add_argument("--max-new-tokens", type=positive_int, default=64)
+    s.add_argument("--temperature", type=nonneg_float, default=0.0, help="0: greedy")
+    s.add_argument("--top-p", type=probability, default=1.0)
     s.add_argument("--stop", action="append")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_generate)
@@ -217,11 +226,19 @@ def main(argv: list[str] | None = None) -> int:
         keep_freed_memory()  # before any tensor: no page-fault churn in training loops (see cpu_alloc)
         return args.func(args) or 0
     except UserError as err:
-        print(f"moelab: error: {err}", file=sys.stderr)
+        print(f"moelab: error: {one_line(err)}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `moelab … | head`: the reader left; not an error (before OSError: it is one)
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as err:
         if err.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
+            if err.filename is not None and err.strerror:  # unreadable, missing or busy: not a bug
+                print(f"moelab: error: {err.filename}: {err.strerror}", file=sys.stderr)
+                return 2
+            return _report_unexpected(err)
         # A full disk is not a bug: every write is atomic, so the last complete checkpoint and the
         # finished files are intact, and the same command resumes once there is space.
         where = f" ({err.filename})" if err.filename else ""
@@ -231,11 +248,28 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("moelab: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # `moelab … | head`: the reader left; not an error
-        import os
+    except Exception as err:  # noqa: BLE001 - the one catch at the top (docs/reliability.md)
+        return _report_unexpected(err)
 
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+
+def _report_unexpected(err: Exception) -> int:
+    """A training run that diverged, or an error raised inside a library a user drives with their
+    own input (lm-eval's task checks, safetensors on a damaged file): one line, exit 2. Anything
+    else is a bug in moelab: the traceback, then one line saying so, exit 1."""
+    import traceback
+
+    if type(err).__name__ == "Diverged":  # moelab.train.trainer.Diverged, not imported for every command
+        print(f"moelab: error: {one_line(err)}; the run's status.json records it (lower train.lr or raise "
+              "train.warmup_steps, then train into a new --out)", file=sys.stderr)
+        return 2
+    package = raised_in(err)
+    if package is not None:
+        print(f"moelab: error: {package}: {type(err).__name__}: {one_line(err)}", file=sys.stderr)
+        return 2
+    traceback.print_exc()
+    print(f"moelab: internal error: {type(err).__name__}: {one_line(err)} — this is a bug in moelab, not in "
+          "your input; please report it with the traceback above", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

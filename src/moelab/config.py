@@ -8,17 +8,84 @@ problem becomes one ``UserError`` line naming the field.
 from __future__ import annotations
 
 import difflib
+import os
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
+from pydantic_core import PydanticCustomError
 
 from moelab.errors import UserError
 
 
+def _scalar_kinds(annotation: Any) -> set[type]:
+    """The scalar types a field annotation admits, looking through Optional, unions and lists."""
+    origin = get_origin(annotation)
+    if origin is None:
+        return {annotation} if annotation in (bool, int, float, str) else set()
+    if origin is Literal:
+        return {type(v) for v in get_args(annotation)}
+    kinds: set[type] = set()
+    for arg in get_args(annotation):
+        kinds |= _scalar_kinds(arg)
+    return kinds
+
+
+def _type_mismatch(value: Any, kinds: set[type]) -> str | None:
+    """Why ``value`` is refused for a field admitting ``kinds`` (None when it is fine), stricter than
+    pydantic's lax mode: ``true`` is not the number 1, ``"64"`` is not a number, ``1`` is not a boolean."""
+    numeric = kinds & {int, float}
+    if isinstance(value, bool):
+        if bool not in kinds and numeric:
+            return f"expected a number, got the boolean {str(value).lower()}"
+    elif isinstance(value, str):
+        if str not in kinds and numeric:
+            return f"expected a number, got the string '{value}'"
+        if str not in kinds and bool in kinds:
+            return f"expected true or false, got the string '{value}'"
+    elif isinstance(value, (int, float)) and bool in kinds and not numeric:
+        return f"expected true or false, got {value}"
+    return None
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    """Every config: unknown keys, non-finite numbers and mistyped scalars are errors."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _strict_scalars(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        for name, field in cls.model_fields.items():
+            if name not in data:
+                continue
+            kinds = _scalar_kinds(field.annotation)
+            if not kinds:
+                continue
+            values = data[name] if isinstance(data[name], list) else [data[name]]
+            for value in values:
+                problem = _type_mismatch(value, kinds)
+                if problem:
+                    raise PydanticCustomError("strict_scalar", "{field}: {problem}", {"field": name, "problem": problem})
+        return data
+
+
+StrictConfig = _Strict  # for configs defined in other layers (GRPOConfig)
+
+
+def check_device_name(name: str) -> str:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``; anything else is refused here, not deep in torch."""
+    if not isinstance(name, str) or not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", name):
+        raise ValueError(f"unknown device '{name}' (use auto, cpu, cuda or cuda:N)")
+    return name
+
+
+DeviceName = Annotated[str, AfterValidator(check_device_name)]
 
 
 class ModelConfig(_Strict):
@@ -169,11 +236,12 @@ class TrainConfig(_Strict):
     weight_decay: float = Field(0.1, ge=0)
     beta1: float = Field(0.9, ge=0, lt=1)
     beta2: float = Field(0.95, ge=0, lt=1)
+    adam_eps: float = Field(1e-8, gt=0)
     grad_clip: float = Field(1.0, ge=0)
     aux_loss_coef: float = Field(1e-2, ge=0)
     z_loss_coef: float = Field(1e-3, ge=0)
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU")
-    device: str = "auto"
+    device: DeviceName = "auto"
     eval_every: int = Field(50, gt=0)
     eval_batches: int = Field(4, gt=0)
     checkpoint_every: int = Field(100, gt=0)
@@ -196,6 +264,30 @@ class EvalConfig(_Strict):
     shots: int = Field(0, ge=0)
 
 
+class WandbConfig(_Strict):
+    """Weights & Biases options (``logging.wandb``); the run's name and id come from the moelab run."""
+
+    project: str = "moelab"
+    entity: str | None = None
+    group: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    mode: Literal["offline", "online"] = Field(
+        "offline", description="offline needs no network: `wandb sync RUN/logs/wandb/offline-run-*` uploads later")
+
+
+class LoggingConfig(_Strict):
+    """Experiment loggers fed the same records as ``metrics.jsonl`` (optional extra ``moelab[logging]``;
+    see moelab.train.loggers). Operational: changing it does not make a run or a study a different one."""
+
+    tensorboard: bool = Field(False, description="event files in RUN/logs/tensorboard")
+    wandb: WandbConfig | None = Field(None, description="a W&B run per moelab run (true: the defaults)")
+
+    @field_validator("wandb", mode="before")
+    @classmethod
+    def _wandb_flag(cls, value: Any) -> Any:
+        return {} if value is True else None if value is False else value
+
+
 class RunConfig(_Strict):
     """Everything one training run needs: the file ``moelab train RUN.yaml`` reads."""
 
@@ -204,6 +296,7 @@ class RunConfig(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
 
 # ---------------------------------------------------------------- loading and errors
@@ -217,7 +310,9 @@ def _did_you_mean(model_cls: type[BaseModel], loc: tuple[Any, ...], key: str) ->
         if field is None:
             return ""
         ann = field.annotation
-        cls = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        # a section that may be None (``X | None``) is the model X
+        candidates = [ann, *get_args(ann)]
+        cls = next((a for a in candidates if isinstance(a, type) and issubclass(a, BaseModel)), None)
         if cls is None:
             return ""
     names = list(getattr(cls, "model_fields", {}))
@@ -232,6 +327,10 @@ def format_validation_error(err: ValidationError, model_cls: type[BaseModel], so
     where = ".".join(str(p) for p in loc)
     if first.get("type") == "extra_forbidden":
         return f"{source}: unknown key '{where}'{_did_you_mean(model_cls, loc, loc[-1] if loc else '')}"
+    if first.get("type") == "strict_scalar":  # raised for the whole mapping: name the field itself
+        ctx = first.get("ctx", {})
+        where = ".".join(str(p) for p in (*loc, ctx.get("field", "")))
+        return f"{source}: {where}: {ctx.get('problem', 'wrong type')}"
     msg = first.get("msg", "invalid value").removeprefix("Value error, ")
     return f"{source}: {where}: {msg}" if where else f"{source}: {msg}"
 
@@ -248,9 +347,37 @@ def validate(model_cls: type[BaseModel], data: Any, source: str) -> Any:
         raise UserError(format_validation_error(err, model_cls, source)) from None
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML as people write configs: a repeated key is an error (PyYAML keeps the last silently), and
+    ``1e9``/``3e-4`` are numbers (YAML 1.1 wants ``1.0e+9``; PyYAML reads ``1e9`` as a string)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{key}' appears twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1})",
+                    key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def parse_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def read_yaml(path: str | Path) -> Any:
     """Parse a YAML file; a missing file or a syntax error is a one-line ``UserError``."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory, not a YAML file")
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     try:
@@ -258,7 +385,7 @@ def read_yaml(path: str | Path) -> Any:
     except UnicodeDecodeError:
         raise UserError(f"{path}: not UTF-8 text") from None
     try:
-        return yaml.safe_load(text)
+        return parse_yaml(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -266,7 +393,10 @@ def read_yaml(path: str | Path) -> Any:
 
 
 def load_run_config(path: str | Path) -> RunConfig:
-    return validate(RunConfig, read_yaml(path), str(path))
+    data = read_yaml(path)
+    if data is None:  # an empty or comment-only file is a mistake, not "train the default model"
+        raise UserError(f"{path}: the run config is empty (give at least one section: model, data, train, eval)")
+    return validate(RunConfig, data, str(path))
 
 
 def dump_yaml(cfg: BaseModel) -> str:
@@ -312,8 +442,29 @@ class TTCSection(_Strict):
     seed: int = 0
 
 
+class ImportedModel(_Strict):
+    """A checkpoint a study evaluates without training it (``models:``): a Hugging Face Mixtral
+    directory (``config.json``, safetensors weights, tokenizer files) trained elsewhere on ``tokens``
+    tokens (training FLOPs and TPP follow). ``train_log`` is an optional CSV of its pretraining
+    losses (columns ``step``, ``tokens``, ``train_loss``, ``val_loss``; see moelab.study.imported).
+    Relative paths are taken from the current directory and kept absolute."""
+
+    path: str = Field(min_length=1, description="Hugging Face Mixtral directory")
+    tokens: float = Field(gt=0, description="training tokens the checkpoint saw")
+    train_log: str | None = Field(None, min_length=1, description="CSV: step, tokens, train_loss, val_loss")
+
+    @field_validator("path", "train_log")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        return None if value is None else os.path.abspath(os.path.expanduser(value))
+
+
 class StudyConfig(_Strict):
-    """An iso-FLOP family: budgets × grid, each member trained on C / (6·N_active) tokens."""
+    """An iso-FLOP family: budgets × grid, each member trained on C / (6·N_active) tokens; and/or
+    ``models``, existing checkpoints evaluated with the same suite (no grid needed then).
+
+    A top-level ``eval:`` section is short for ``base.eval:`` (the suite every run is evaluated with).
+    """
 
     name: str = "study"
     budgets: list[float] = Field(default_factory=list, description="training FLOPs per run (iso-FLOP families)")
@@ -324,16 +475,49 @@ class StudyConfig(_Strict):
     head_dim: int = Field(32, gt=0)
     expert_width_rule: Literal["fixed", "per_k"] = Field(
         "fixed", description="'per_k': expert width = ffn_mult·d / k, so top-k varies at fixed active parameters")
+    steps_rounding: Literal["floor", "ceil"] = Field(
+        "floor", description="optimizer steps = tokens / (batch · seq_len), rounded down (at most the budget) or "
+                             "up (at least the budget, as the seed paper's ⌈125e9 / 4096 / 1024⌉ = 29803)")
     max_memory_gb: float = Field(16.0, gt=0, description="runs whose memory estimate exceeds this are infeasible")
     base: RunConfig = Field(default_factory=RunConfig)
     posttrain: dict | None = Field(
         None, description="GRPO options (moelab.posttrain.grpo.GRPOConfig) applied to every trained model")
     ttc: TTCSection | None = None
+    models: list[ImportedModel] = Field(
+        default_factory=list, description="checkpoints to evaluate without training, beside or instead of the grid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _eval_shorthand(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "eval" not in data:
+            return data
+        data = dict(data)
+        suite = data.pop("eval")
+        base = data.get("base")
+        if base is None:
+            base = {}
+        if not isinstance(base, dict):
+            raise ValueError("give the evaluation suite as 'base.eval' when 'base' is not a mapping")
+        if "eval" in base:
+            raise ValueError("give the evaluation suite once: 'eval' or 'base.eval', not both")
+        data["base"] = {**base, "eval": suite}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> "StudyConfig":
-        if bool(self.budgets) == bool(self.tokens):
+        if self.budgets and self.tokens:
             raise ValueError("give exactly one of 'budgets' (FLOPs) or 'tokens'")
+        if not (self.budgets or self.tokens):
+            if not self.models:
+                raise ValueError("give exactly one of 'budgets' (FLOPs) or 'tokens' for a grid, "
+                                 "or 'models' to evaluate existing checkpoints")
+            if "grid" in self.model_fields_set and self.grid != GridConfig():  # a saved study holds the default
+                raise ValueError("'grid' needs 'budgets' (FLOPs) or 'tokens'")
+        seen: dict[str, int] = {}
+        for i, m in enumerate(self.models):
+            if m.path in seen:
+                raise ValueError(f"models[{i}]: the same checkpoint as models[{seen[m.path]}] ({m.path})")
+            seen[m.path] = i
         bad = [b for b in self.budgets + self.tokens if not b > 0]
         if bad:
             raise ValueError(f"budget must be positive, got {bad[0]:g}")

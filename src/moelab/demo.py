@@ -27,13 +27,16 @@ def run_demo(preset: str, out: Path, *, progress: bool = True) -> dict:
     feasible = [r for r in runs if r.feasible]
     if not feasible:
         raise UserError(f"study '{preset}': no feasible run ({runs[0].reason if runs else 'empty grid'})")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise UserError(f"--out {out}: not writable ({err.strerror})") from None
+    from moelab.resources import check_fits
+    from moelab.study.probe import ProbeUnavailable, resolve_device
+
+    for run in feasible:  # a run that cannot fit is refused before the folder exists
+        try:
+            device = resolve_device(run.config.train.device)
+        except ProbeUnavailable as err:
+            raise UserError(f"study '{preset}': {err}") from None
+        check_fits(run.config, device)
+    _claim_demo_dir(out, preset)
 
     rows: list[dict] = []
     started = time.time()
@@ -57,6 +60,30 @@ def run_demo(preset: str, out: Path, *, progress: bool = True) -> dict:
     report_html = write_demo_report(rows, out / "report.html", title=f"moelab demo — study '{study.name}'")
     console.print(f"demo finished in {time.time() - started:.0f} s")
     return {"results_csv": str(results_csv), "report_html": str(report_html), "rows": rows}
+
+
+DEMO_FILE = "demo.json"  # {"preset": name}: marks the folder as a demo of that preset
+
+
+def _claim_demo_dir(out: Path, preset: str) -> None:
+    """A new or empty folder, or a demo of the same preset (then the demo resumes); refused otherwise."""
+    import json
+
+    from moelab.atomic import atomic_write_json
+    from moelab.outdir import claim_output
+
+    if claim_output(out, "demo") and (out / DEMO_FILE).is_file():
+        try:
+            earlier = json.loads((out / DEMO_FILE).read_text(encoding="utf-8")).get("preset")
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            raise UserError(f"{out / DEMO_FILE}: unreadable; use a new --out") from None
+        if earlier != preset:
+            raise UserError(f"--out {out}: holds a demo of preset '{earlier}', not '{preset}'; use a new --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / DEMO_FILE, {"preset": preset})
+    except OSError as err:
+        raise UserError(f"--out {out}: not writable ({err.strerror})") from None
 
 
 def _headline(summary: dict, evaluation: dict) -> str:

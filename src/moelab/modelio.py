@@ -8,7 +8,9 @@
 3. a **checkpoint directory** (``manifest.json`` + ``model.safetensors``), inside
    ``RUN/checkpoints/``; the model config comes from its ``state.json`` or the run's ``config.yaml``;
 4. a **Hugging Face Mixtral directory** (``config.json`` with ``model_type: mixtral``), via
-   ``moelab.interop.hf.import_hf`` and ``transformers.AutoTokenizer``.
+   ``moelab.interop.hf.import_hf`` and ``transformers.AutoTokenizer``;
+5. an **imported run directory** (a study's ``models:`` entry: ``config.yaml`` + ``imported.json``
+   naming the Hugging Face Mixtral directory it evaluates, which is read in place, not copied).
 
 Anything else — a missing path, a file, an unrecognised directory — is a one-line ``UserError``.
 Weights are read with safetensors only; no pickle is ever loaded here.
@@ -29,6 +31,7 @@ from moelab.errors import UserError
 
 MODEL_CONFIG_FILE = "moelab_model.json"
 WEIGHTS_FILE = "model.safetensors"
+IMPORTED_FILE = "imported.json"  # in a run directory: {"source": the Hugging Face directory, ...}
 
 
 def save_model_dir(
@@ -125,6 +128,19 @@ def _load_hf(path: Path, device):
     return model, tok, cfg
 
 
+def imported_source(run_dir: str | Path) -> Path:
+    """The Hugging Face directory an imported run directory evaluates (``imported.json``'s ``source``)."""
+    record = Path(run_dir) / IMPORTED_FILE
+    try:
+        source = json.loads(record.read_text(encoding="utf-8"))["source"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise UserError(f"{record}: not a readable import record ({err})") from None
+    src = Path(source)
+    if not src.is_dir():
+        raise UserError(f"{run_dir}: the checkpoint it imports, {src}, is gone")
+    return src
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, Any, ModelConfig]:
     """``(model in eval mode, tokenizer, ModelConfig)`` from any supported path (see module doc)."""
     path = Path(path).expanduser()
@@ -134,9 +150,15 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[to
         raise UserError(f"{path}: expected a model, run, checkpoint or Hugging Face Mixtral directory, got a file")
     if (path / MODEL_CONFIG_FILE).is_file():
         return _load_model_dir(path, device)
+    if (path / "grpo_config.yaml").is_file():  # a GRPO output: its final model, else its latest checkpoint
+        if (path / "model" / MODEL_CONFIG_FILE).is_file():
+            return _load_model_dir(path / "model", device)
+        raise UserError(f"{path}: GRPO output without model/ yet (finish or resume the GRPO run first)")
     if (path / "config.yaml").is_file():
         if (path / "model" / MODEL_CONFIG_FILE).is_file():
             return _load_model_dir(path / "model", device)
+        if (path / IMPORTED_FILE).is_file():
+            return _load_hf(imported_source(path), device)
         from moelab.train.checkpoint import latest_complete
 
         latest = latest_complete(path)
@@ -157,3 +179,44 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[to
         f"{path}: not a model directory (expected {MODEL_CONFIG_FILE}, a run directory with config.yaml, "
         "a checkpoint directory, or a Hugging Face Mixtral config.json)"
     )
+
+
+# ---------------------------------------------------------------- the run a model belongs to
+
+GRPO_CONFIG_FILE = "grpo_config.yaml"  # moelab.posttrain.grpo.CONFIG_FILE
+
+
+def run_config_near(path: Path, depth: int = 0) -> Path | None:
+    """The pretraining ``config.yaml`` that ``path`` came from: ``path`` itself (a run directory), its
+    parent (``RUN/model``), its grandparent (``RUN/checkpoints/step-N``), or — for a GRPO output
+    (``grpo_config.yaml`` in one of those places) — the same, from the model the GRPO run started with."""
+    if depth > 4:  # a chain of GRPO runs; stop at a cycle
+        return None
+    candidates = [path, path.parent]
+    if path.parent.name == "checkpoints":
+        candidates.append(path.parent.parent)
+    for d in candidates:
+        if (d / "config.yaml").is_file():
+            return d / "config.yaml"
+        if (d / GRPO_CONFIG_FILE).is_file():
+            from moelab.config import read_yaml
+
+            data = read_yaml(d / GRPO_CONFIG_FILE)
+            start = data.get("model") if isinstance(data, dict) else None
+            return run_config_near(Path(start), depth + 1) if start else None
+    return None
+
+
+def world_for_model(model_path: str | Path | None, world_config: str | None = None):
+    """The world whose tasks a model should be evaluated on (None: the default world)."""
+    from moelab.config import load_run_config
+    from moelab.data.world import build_world
+
+    if world_config:
+        return build_world(load_run_config(world_config).data.world)
+    if model_path is None:
+        return None
+    cfg_path = run_config_near(Path(model_path).expanduser().resolve())
+    if cfg_path is None:
+        return None
+    return build_world(load_run_config(cfg_path).data.world)

@@ -48,8 +48,17 @@ def print_plan(runs) -> None:
             notes.append(f"[red]{r.run_id}: infeasible — {r.reason}[/red]")
             table.add_row(f"[red]{r.run_id}[/red]", "[red]infeasible[/red]", *["-"] * 7)
             continue
+        if getattr(r, "imported", False):  # trained elsewhere: evaluated only
+            from rich.markup import escape
+
+            log = f"train log {escape(r.train_log)}" if r.train_log else \
+                "no train log (left out of the pretraining-loss figures)"
+            notes.append(f"{r.run_id}: imported from {escape(r.source)} — d={r.d_model}, E={r.num_experts}, k={r.top_k}, "
+                         f"{short(r.total_params)} total / {short(r.active_params)} active parameters (config.json); "
+                         f"{log}")
         table.add_row(r.run_id, r.name, f"{r.sparsity:.3f}", short(r.tokens), f"{r.tpp:.3g}",
-                      short(r.train_flops), f"{r.steps:,}", f"{r.memory_gb:.1f}", _duration(est) if est else "-")
+                      short(r.train_flops), "imported" if getattr(r, "imported", False) else f"{r.steps:,}",
+                      f"{r.memory_gb:.1f}", _duration(est) if est else "-")
     stdout.print(table)
     for note in notes:
         stdout.print(note)

@@ -60,7 +60,8 @@ def test_flops_tokens_tpp_roundtrip():
 
 @pytest.mark.parametrize("n,text", [(320_160_256, "320M"), (169_165_312, "170M"), (1_881_966_592, "1.9B"),
                                     (26_448_302_080, "26.4B"), (1_483_802_624, "1.5B"), (45_300_000, "45.3M"),
-                                    (2_000_000, "2M"), (999, "999"), (1_000_000_000_000, "1T")])
+                                    (26_030_000_000, "26.0B"), (2_000_000, "2.0M"), (99_960_000, "100M"),
+                                    (999_600_000, "1.0B"), (999, "999"), (1_000_000_000_000, "1.0T")])
 def test_human_count(n, text):
     assert accounting.human_count(n) == text
 
@@ -69,3 +70,4 @@ def test_summary_has_cli_fields():
     s = accounting.summary(paper(512, 8, 2), tokens=125e9)
     assert s["tpp"] == pytest.approx(125e9 / 320_160_256)
     assert s["sparsity"] == 0.75 and s["name"] == "d512-E8-k2-320M-A170M"
+    assert s["active_params"] == s["active_params_without_router"] + 16 * 512 * 8  # exact count keeps the router

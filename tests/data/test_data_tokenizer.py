@@ -42,6 +42,31 @@ def test_save_and_load_in_hugging_face_format(tokenizer, tmp_path):
         assert loaded.bos_token == BOS and loaded.pad_token_id == tokenizer.pad_token_id
 
 
+def test_adding_bos_copy_prepends_one_bos_and_survives_a_save(tokenizer, tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from moelab.data.tokenizer import adding_bos
+    from moelab.eval.taskloss import encode_pairs
+
+    text = "Question: hi\nAnswer:"
+    bare = tokenizer.encode(text, add_special_tokens=False)
+    auto = adding_bos(tokenizer)
+    assert auto(text)["input_ids"] == [tokenizer.bos_token_id, *bare]
+    assert tokenizer(text)["input_ids"] == bare  # the original is untouched
+    assert adding_bos(auto)(text)["input_ids"] == [tokenizer.bos_token_id, *bare]  # idempotent
+    save_tokenizer(auto, tmp_path)
+    for loaded in (load_tokenizer(tmp_path), AutoTokenizer.from_pretrained(str(tmp_path), local_files_only=True)):
+        assert loaded(text)["input_ids"] == [tokenizer.bos_token_id, *bare]
+        assert encode_prompt(loaded, text) == [tokenizer.bos_token_id, *bare]  # moelab's own paths: no second BOS
+        assert encode_pairs(loaded, [(text, " 19")])[0] == [[tokenizer.bos_token_id, *bare]]
+    # GPT-2 style (EOS only): moelab reads EOS as BOS, and so does the copy.
+    raw = Tokenizer(models.WordLevel({"<|endoftext|>": 0, "hi": 1}, unk_token="<|endoftext|>"))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    gpt2 = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<|endoftext|>")
+    assert adding_bos(gpt2)("hi hi")["input_ids"] == [0, 1, 1]
+
+
 def test_training_is_deterministic():
     texts = ["alpha beta gamma 123", "beta gamma delta 456", "gamma delta epsilon"] * 10
     a, b = train_tokenizer(texts, 300), train_tokenizer(texts, 300)

@@ -106,14 +106,37 @@ def test_extraction_per_family():
 
 
 def test_multiple_choice_arithmetic_on_given_numbers():
-    logliks = [[-4.0, -6.0], [-4.0, -6.0], [-2.0, -2.0, -9.0], [-9.0, -1.0]]
-    num_bytes = [[2, 6], [2, 6], [1, 1, 1], [3, 3]]
-    labels = [0, 1, 1, 1]
-    s = score_multiple_choice(logliks, num_bytes, labels)
-    # item 0: raw -4 > -6 -> 0; per byte -2 < -1 -> 1. item 2: a tie goes to the first choice.
-    assert s.pred == [0, 0, 0, 1] and s.pred_norm == [1, 1, 0, 1]
-    assert s.correct == [True, False, False, True] and s.correct_norm == [False, True, False, True]
-    assert s.acc == 0.5 and s.acc_norm == 0.5
+    logliks = [[-4.0, -6.0], [-4.0, -6.0], [-2.0, -2.0, -9.0], [-9.0, -1.0], [-3.0, -4.0]]
+    choices = [["ab", "abcdef"], ["ab", "abcdef"], ["a", "b", "c"], ["abc", "def"], ["éé", "abc"]]
+    labels = [0, 1, 1, 1, 0]
+    s = score_multiple_choice(logliks, choices, labels)
+    # item 0: raw -4 > -6 -> 0; per character (and byte) -2 < -1 -> 1. item 2: a tie goes to the first choice.
+    # item 4: "éé" is 2 characters but 4 bytes: per character -1.5 < -1.33 -> 1, per byte -0.75 > -1.33 -> 0.
+    assert s.pred == [0, 0, 0, 1, 0] and s.pred_norm == [1, 1, 0, 1, 1] and s.pred_bytes == [1, 1, 0, 1, 0]
+    assert s.correct == [True, False, False, True, True]
+    assert s.correct_norm == [False, True, False, True, False]
+    assert s.correct_bytes == [False, True, False, True, True]
+    assert (s.acc, s.acc_norm, s.acc_bytes) == (3 / 5, 2 / 5, 3 / 5)
+
+
+def test_multiple_choice_metrics_are_lm_evals():
+    """acc / acc_norm / acc_bytes as lm-evaluation-harness computes them (its formulas, numpy argmax)."""
+    np = pytest.importorskip("numpy")
+    rng = np.random.default_rng(0)
+    words = [" Zürich", " Oslo", " São Paulo", " Kraków", " Rome", " Ōsaka-fu"]
+    logliks, choices, labels = [], [], []
+    for _ in range(200):
+        texts = list(rng.choice(words, size=3, replace=False))
+        logliks.append(list(rng.normal(-8, 3, size=3)))
+        choices.append(texts)
+        labels.append(int(rng.integers(3)))
+    s = score_multiple_choice(logliks, choices, labels)
+    for ll, texts, y, c, cn, cb in zip(logliks, choices, labels, s.correct, s.correct_norm, s.correct_bytes):
+        lls = np.array(ll)
+        assert c == (np.argmax(lls) == y)
+        assert cn == (np.argmax(lls / np.array([float(len(t)) for t in texts])) == y)  # lm-eval's acc_norm
+        assert cb == (np.argmax(lls / np.array([float(len(t.encode("utf-8"))) for t in texts])) == y)  # acc_bytes
+    assert s.correct_norm != s.correct_bytes  # the two normalisations do disagree on these choices
 
 
 def test_multiple_choice_items_use_choice_loglikelihoods(tokenizer, model):
@@ -128,7 +151,48 @@ def test_multiple_choice_items_use_choice_loglikelihoods(tokenizer, model):
         assert rec["correct"] == (rec["pred"] == it.meta["label"])
     assert r.accuracy == sum(rec["correct"] for rec in r.records) / 4
     assert r.acc_norm == sum(rec["correct_norm"] for rec in r.records) / 4
+    assert r.acc_bytes == sum(rec["correct_bytes"] for rec in r.records) / 4
+    assert r.summary()["acc_norm"] == r.acc_norm and r.summary()["acc_bytes"] == r.acc_bytes
+    for rec in r.records:
+        per_char = [ll / len(c) for ll, c in zip(rec["logliks"], choices)]
+        assert rec["pred_norm"] == max(range(3), key=lambda j: per_char[j])
+        per_byte = [ll / len(c.encode("utf-8")) for ll, c in zip(rec["logliks"], choices)]
+        assert rec["pred_bytes"] == max(range(3), key=lambda j: per_byte[j])
     assert r.exact_match is None
+
+
+def test_generation_budgets_keep_half_the_context_for_the_prompt():
+    import warnings
+
+    from moelab.eval.accuracy import generation_budgets
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # prompts that fit, or max_new_tokens within half the context: as before
+        assert generation_budgets([10, 16], 48, 64) == ([10, 16], [48, 48])
+        assert generation_budgets([100, 20], 16, 64) == ([48, 20], [16, 16])  # cut to what 16 new tokens leave
+    with pytest.warns(UserWarning, match=r"^max_new_tokens=48 would leave a 64-token model 16 tokens of prompt: "
+                                         r"3 of 4 prompts keep up to 32 \(half the context\) and generate as few "
+                                         r"as 32 new tokens$"):
+        assert generation_budgets([10, 20, 40, 64], 48, 64) == ([10, 20, 32, 32], [48, 44, 32, 32])
+    with pytest.warns(UserWarning, match="2 of 3 prompts"):  # the presets' 72 of 128: prompts up to 56 untouched
+        assert generation_budgets([56, 60, 80], 72, 128) == ([56, 60, 64], [72, 68, 64])
+
+
+def test_long_prompts_keep_half_the_context(tokenizer):
+    """48 new tokens on a 64-token model: a prompt of 16 < n <= 32 tokens is kept whole (not cut to 16) and
+    generates 64 - n tokens; a short prompt still gets all 48."""
+    model = scripted_model(tokenizer, " 19\nX:", max_seq_len=64)  # never stops before the token limit
+    items = [_q(" ".join(f"w{i}" for i in range(8)) + "?", "19"), _q("a", "19")]
+    n_long, n_short = (1 + len(tokenizer.encode(it.prompt, add_special_tokens=False)) for it in items)
+    assert 16 < n_long <= 32 and n_short <= 16, (n_long, n_short)
+    with pytest.warns(UserWarning, match=r"max_new_tokens=48 would leave a 64-token model 16 tokens of prompt: "
+                                         r"1 of 2 prompts"):
+        r = accuracy(model, tokenizer, items, max_new_tokens=48)
+    assert r.num_truncated == 0 and [rec["truncated"] for rec in r.records] == [False, False]
+    assert [rec["max_new_tokens"] for rec in r.records] == [64 - n_long, 48]
+    cycle = tokenizer.encode(" 19\nX:", add_special_tokens=False)  # what the scripted model writes, in a loop
+    for rec in r.records:
+        assert rec["completion"] == tokenizer.decode([cycle[i % len(cycle)] for i in range(rec["max_new_tokens"])])
 
 
 def test_world_task_records(small_world, tokenizer, model):

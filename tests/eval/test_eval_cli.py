@@ -71,6 +71,10 @@ def env(small_world, tokenizer, model, tmp_path_factory):
     for path, text in bad.values():
         path.write_text(text)
     hf_dir = _hf_mixtral_dir(tokenizer, root / "hf-mixtral")
+    from eval_helpers import tiny_model
+
+    short = tiny_model(len(tokenizer), max_seq_len=64)  # the default 48 new tokens would leave 16 of prompt
+    short_dir = save_model_dir(short, short.cfg, tokenizer, root / "short")
     gsm8k = shared_file("gsm8k_4shot.json")
     out = root / "out"
     commands = {
@@ -84,6 +88,7 @@ def env(small_world, tokenizer, model, tmp_path_factory):
         "all": ["eval", "all", "--model", model_dir, "--task", "knowledge", "--task-file", gsm8k, "--limit", 2,
                 "--max-new-tokens", 4, "--json", "--out", out / "all"],
         "hf": ["eval", "taskloss", "--model", hf_dir, "--task-file", small, "--json", "--out", out / "hf"],
+        "capped": ["eval", "accuracy", "--model", short_dir, "--task-file", small, "--limit", 2, "--json"],
         "bad_missing": ["eval", "taskloss", "--model", model_dir, "--task-file", bad["missing"][0], "--out", out / "x1"],
         "bad_empty": ["eval", "taskloss", "--model", model_dir, "--task-file", bad["empty"][0], "--out", out / "x2"],
         "bad_invalid": ["eval", "accuracy", "--model", model_dir, "--task-file", bad["invalid"][0], "--out", out / "x3"],
@@ -121,6 +126,19 @@ def test_taskloss_builtin_task_uses_the_runs_world(env, small_world, tokenizer, 
     assert json.loads((env["out"] / "taskloss" / "taskloss.json").read_text()) == summary
     rows = _jsonl(env["out"] / "taskloss" / "taskloss.jsonl")
     assert [r["nll"] for r in rows] == pytest.approx(expected.nll, rel=1e-5)
+    items = small_world.tasks()["knowledge"].splits["heldout"][:3]
+    assert [(r["index"], r["prompt"]) for r in rows] == [(k, it.prompt) for k, it in enumerate(items)]
+
+
+def test_accuracy_caps_new_tokens_with_a_one_line_warning(env):
+    """48 new tokens on a 64-token model would leave long prompts 16 tokens: they keep up to 32 and generate
+    fewer new tokens, said in one line on stderr."""
+    summary = _ok(env, "capped")
+    assert summary["num_items"] == 2 and summary["num_truncated"] == 0
+    lines = [x for x in env["results"]["capped"].stderr.splitlines() if "max_new_tokens" in x]
+    assert len(lines) == 1, env["results"]["capped"].stderr
+    assert lines[0].startswith("moelab: warning: max_new_tokens=48 would leave a 64-token model 16 tokens of prompt: ")
+    assert "prompts keep up to 32 (half the context)" in lines[0]
 
 
 def test_taskloss_on_gsm8k_4shot(env, tokenizer, model):

@@ -179,6 +179,64 @@ def test_harness_accuracy_equals_moelab_on_a_hugging_face_directory(setup, token
     assert (tmp_path / "out" / f"samples_{GEN_TASK}.jsonl").is_file()
 
 
+MC_TASK = "moelab_xcheck_mc"
+
+
+def test_plain_harness_on_an_export_agrees_with_moelab(setup, tokenizer, model, tmp_path, monkeypatch):
+    """What users run — ``lm_eval --model hf --model_args pretrained=EXPORT``, no ``add_bos_token`` — on a
+    moelab export: its tokenizer adds BOS by itself, so every log-likelihood is moelab's, and the
+    multiple-choice metrics acc / acc_norm (per character) / acc_bytes (per byte) agree item by item."""
+    lm_eval = pytest.importorskip("lm_eval")
+    pytest.importorskip("accelerate")
+    from lm_eval.tasks import TaskManager
+
+    from moelab.data.world import TaskItem
+    from moelab.eval.accuracy import accuracy
+    from moelab.eval.lmeval import summarize
+    from moelab.eval.taskloss import task_loss
+    from moelab.eval.tasks import get_task
+    from moelab.interop.hf import export_hf
+
+    for key, value in _offline_env(setup["root"]).items():
+        if key.startswith(("HF_", "TOKENIZERS")):
+            monkeypatch.setenv(key, value)
+    hf_dir = export_hf(model, model.cfg, tmp_path / "hf", tokenizer=tokenizer)
+    # Multiple choice: the right answer among cities whose characters and UTF-8 bytes differ in number.
+    others = [" São Paulo", " Kraków", " Zürich", " Oslo"]
+    mc = [TaskItem(it.prompt, it.answer, it.gold,
+                   meta={"choices": [others[k % 4], it.answer, others[(k + 1) % 4]], "label": 1})
+          for k, it in enumerate(setup["knowledge"][:8])]
+    (tmp_path / "mc.jsonl").write_text("".join(json.dumps({"prompt": it.prompt, "answer": it.answer, **it.meta}) + "\n"
+                                               for it in mc))
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "loglik.yaml").write_text((setup["tasks_dir"] / "loglik.yaml").read_text())
+    (tasks / "mc.yaml").write_text(yaml.safe_dump({
+        "task": MC_TASK, "dataset_path": "json", "test_split": "test", "output_type": "multiple_choice",
+        "dataset_kwargs": {"data_files": {"test": str(tmp_path / "mc.jsonl")}, "cache_dir": str(tmp_path / "cache")},
+        "doc_to_text": "{{prompt}}", "doc_to_choice": "choices", "doc_to_target": "label", "target_delimiter": "",
+        "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": True}
+                        for m in ("acc", "acc_norm", "acc_bytes")],
+    }))
+    results = lm_eval.simple_evaluate(
+        model="hf", model_args=f"pretrained={hf_dir},dtype=float32", tasks=[LOGLIK_TASK, MC_TASK],
+        task_manager=TaskManager(include_path=str(tasks), include_defaults=False), batch_size=8, device="cpu",
+        log_samples=True)
+
+    items = get_task(f"file:{setup['loglik_file']}").splits["heldout"]
+    theirs = sorted(results["samples"][LOGLIK_TASK], key=lambda d: d["doc_id"])
+    for d, nll in zip(theirs, task_loss(model, tokenizer, items).nll, strict=True):
+        assert _rel(-d["resps"][0][0][0], nll) <= 2e-5, (d["doc"], nll)
+    native = accuracy(model, tokenizer, mc)
+    theirs = sorted(results["samples"][MC_TASK], key=lambda d: d["doc_id"])
+    for d, rec in zip(theirs, native.records, strict=True):
+        assert [r[0][0] for r in d["resps"]] == pytest.approx(rec["logliks"], rel=2e-5)
+        assert (d["acc"], d["acc_norm"], d["acc_bytes"]) == (rec["correct"], rec["correct_norm"], rec["correct_bytes"])
+    agg = summarize(results)[MC_TASK]
+    assert (agg["acc"], agg["acc_norm"], agg["acc_bytes"]) == pytest.approx((native.accuracy, native.acc_norm,
+                                                                             native.acc_bytes))
+
+
 def test_missing_lm_eval_names_the_extra(monkeypatch, capsys, setup):
     from moelab.cli import main
     from moelab.eval.lmeval import run_lm_eval
@@ -211,6 +269,25 @@ def test_bad_arguments_are_user_errors(setup, tmp_path):
     (lost / "lost.yaml").write_text(yaml.safe_dump(spec))
     with pytest.raises(UserError, match="could not read a file or dataset.*gone.jsonl"):
         run_lm_eval(setup["model_dir"], ["moelab_xcheck_lost"], include_path=lost)
+
+
+def test_lm_evals_own_input_checks_end_in_one_line(setup, tmp_path, capsys):
+    """A task config lm-eval itself refuses (here a metric it does not know, which it meets as a
+    KeyError deep inside): the command's last stderr line says so, exit 2, no traceback."""
+    pytest.importorskip("lm_eval")
+    from moelab.cli import main
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    spec = yaml.safe_load((setup["tasks_dir"] / "gen.yaml").read_text())
+    spec["task"] = "moelab_xcheck_badmetric"
+    spec["metric_list"] = [{"metric": "no_such_metric"}]
+    (bad / "bad.yaml").write_text(yaml.safe_dump(spec))
+    code = main(["eval", "lm-eval", "--model", str(setup["model_dir"]), "--tasks", "moelab_xcheck_badmetric",
+                 "--include-path", str(bad), "--limit", "2"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err[-3000:]
+    assert err.strip().splitlines()[-1].startswith("moelab: error: lm-eval refused the run: ")
 
 
 def test_summarize_and_json_of_harness_results():

@@ -60,6 +60,24 @@ def test_averages_follow_their_definitions(small_world, tokenizer, model):
     assert len(r.records()) == len(r.nll)
 
 
+def test_records_carry_index_and_prompt(small_world, tokenizer, model):
+    """Per-item records join with accuracy records (and other tools' logs) by index and prompt."""
+    from moelab.eval.accuracy import accuracy
+
+    items = _items(small_world)
+    items[1] = TaskItem(items[1].prompt, items[1].answer, items[1].gold, meta={"index": 41})
+    rows = task_loss(model, tokenizer, items, batch_size=3).records()
+    assert [row["index"] for row in rows] == list(range(len(items)))
+    assert [row["prompt"] for row in rows] == [it.prompt for it in items]
+    assert rows[1]["item_index"] == 41
+    assert [row.get("item_index") for row in rows] == [it.meta.get("index") for it in items]
+    acc = accuracy(model, tokenizer, items, max_new_tokens=2).records
+    assert [(a["index"], a["prompt"], a.get("item_index")) for a in acc] == \
+           [(row["index"], row["prompt"], row.get("item_index")) for row in rows]
+    for row, it in zip(rows, items):  # and the numbers are still the item's own
+        assert row["nll"] == pytest.approx(task_loss(model, tokenizer, [it]).nll[0], rel=1e-5)
+
+
 def test_left_truncation_matches_slow_window(small_world, tokenizer):
     model = tiny_model(len(tokenizer), seed=1, max_seq_len=12)
     items = _items(small_world)

@@ -163,5 +163,50 @@ def test_export_with_tokenizer_records_special_ids(tmp_path):
     export_hf(MoETransformer(cfg), cfg, tmp_path, tokenizer=tok)
     written = json.loads((tmp_path / "config.json").read_text())
     assert (written["bos_token_id"], written["eos_token_id"], written["pad_token_id"]) == (0, 1, 2)
-    assert AutoTokenizer.from_pretrained(tmp_path).encode("hello world") == [3, 4]
+    assert AutoTokenizer.from_pretrained(tmp_path).encode("hello world") == [0, 3, 4]  # BOS, as Mixtral's
+    assert tok.encode("hello world") == [3, 4]  # the tokenizer handed in is left as it was
     assert import_hf(tmp_path)[0] == cfg
+
+
+def test_exported_tokenizer_adds_bos_once_and_transformers_scores_as_moelab(tmp_path):
+    """The export's tokenizer prepends BOS by itself (once, also with lm-eval's add_bos_token=True);
+    transformers' Mixtral with it gives moelab's task loss; moelab reading the export adds no second BOS."""
+    from transformers import AutoTokenizer
+
+    from moelab.data.tokenizer import train_tokenizer
+    from moelab.data.world import TaskItem
+    from moelab.eval.taskloss import encode_pairs, task_loss
+    from moelab.modelio import load_model
+
+    texts = [f"Question: Where was person {i} born?\nAnswer: city {i % 7}\n" for i in range(60)]
+    tok = train_tokenizer(texts, vocab_size=300)
+    cfg = ModelConfig(vocab_size=len(tok), d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, num_experts=4, top_k=2,
+                      init_std=0.1, max_seq_len=64)
+    torch.manual_seed(0)
+    model = MoETransformer(cfg).eval()
+    export_hf(model, cfg, tmp_path, tokenizer=tok)
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    assert config["add_bos_token"] is True and config["tokenizer_class"] == "PreTrainedTokenizerFast"
+    bos = tok.bos_token_id
+    hf_tok = AutoTokenizer.from_pretrained(tmp_path)
+    bare = tok.encode("Question: Where?", add_special_tokens=False)
+    assert hf_tok("Question: Where?").input_ids == [bos, *bare]  # exactly one BOS, then the text
+    assert AutoTokenizer.from_pretrained(tmp_path, add_bos_token=True)("Question: Where?").input_ids == [bos, *bare]
+    assert hf_tok("Question: Where?", add_special_tokens=False).input_ids == bare
+
+    items = [TaskItem(f"Question: Where was person {i} born?\nAnswer:", f" city {i % 7}", "") for i in (3, 11, 50)]
+    ours = task_loss(model, tok, items)
+    hf = MixtralForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).eval()
+    for it, nll in zip(items, ours.nll):
+        context = hf_tok(it.prompt).input_ids  # the tokenizer's defaults, as other tools call it
+        answer = hf_tok(it.answer, add_special_tokens=False).input_ids
+        ids = torch.tensor([context + answer])
+        with torch.no_grad():
+            logp = torch.log_softmax(hf(ids).logits[0, :-1].double(), dim=-1)
+        theirs = -sum(logp[j - 1, ids[0, j]].item() for j in range(len(context), ids.shape[1]))
+        assert abs(theirs - nll) <= 1e-5 * abs(nll), (it, theirs, nll)
+    # moelab on its own export: one BOS per prompt, the same task loss.
+    loaded, loaded_tok, _ = load_model(tmp_path)
+    prompts, _ = encode_pairs(loaded_tok, [(it.prompt, it.answer) for it in items])
+    assert all(p[0] == bos and p[1] != bos for p in prompts)
+    assert task_loss(loaded, loaded_tok, items).nll == pytest.approx(ours.nll, rel=1e-6)

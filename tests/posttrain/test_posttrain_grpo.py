@@ -121,6 +121,34 @@ def test_resume_is_exact(letters, tmp_path):
     assert strip(a) == strip(b)
 
 
+def test_tensorboard_logs_what_metrics_jsonl_says_across_a_resume(letters, tmp_path):
+    """GRPO's records (``grpo`` per step, ``eval`` at 0 and every eval_every) reach TensorBoard too; a resume
+    (with the logger turned on only then: loggers are operational) continues the same event directory."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from moelab.train.loggers import scalars
+
+    model, tok, task = letters
+    cfg = _cfg(steps=3, checkpoint_every=1, eval_every=2, eval_limit=4)
+    grpo(cfg, tmp_path, model=model, tokenizer=tok, task=task, progress=False, max_steps_this_call=1)
+    assert not (tmp_path / "logs").exists()
+    grpo(_cfg(steps=3, checkpoint_every=1, eval_every=2, eval_limit=4, logging={"tensorboard": True}), tmp_path,
+         task=task, progress=False)
+    acc = EventAccumulator(str(tmp_path / "logs" / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    expected: dict[str, dict[int, float]] = {}
+    for r in (json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()):
+        if r["step"] >= 2:  # logged by the second call (the first did steps 0 and 1)
+            for tag, value in scalars(r).items():
+                expected.setdefault(tag, {})[r["step"]] = value
+    assert {"grpo/reward_mean", "grpo/kl", "eval/accuracy"} <= set(expected)
+    assert set(acc.Tags()["scalars"]) == set(expected)
+    for tag, by_step in expected.items():
+        assert [(e.step, pytest.approx(e.value, rel=1e-6, abs=1e-9)) for e in acc.Scalars(tag)] == \
+               [(s, by_step[s]) for s in sorted(by_step)]
+
+
 def test_changed_settings_on_resume_are_refused(letters, tmp_path):
     model, tok, task = letters
     grpo(_cfg(steps=1, eval_limit=2), tmp_path, model=model, tokenizer=tok, task=task, progress=False)

@@ -196,7 +196,7 @@ CASES = [
     Case("grpo-unknown-task", "unknown task", _grpo("--task", "nope")),
     Case("grpo-out-under-a-file", "not a directory", _under_a_file(
         lambda d, a: _grpo("--out", d / "afile" / "sub")(d, a)[0])),
-    Case("ttc-temperature-0", "--temperature must be > 0", _ttc("--temperature", "0")),
+    Case("ttc-temperature-0", "--temperature: must be positive", _ttc("--temperature", "0")),
     Case("ttc-out-under-a-file", "not a directory", _under_a_file(
         lambda d, a: _ttc("--out", d / "afile" / "sub")(d, a)[0])),
     # ---- analysis

@@ -58,3 +58,19 @@ def test_a_diverging_run_is_marked_and_the_sweep_goes_on(tmp_path):
 
     assert {r["run_id"]: r["state"] for r in sweep_status(out)} == {good: "done", bad: "diverged"}
     # (a re-run skips the diverged run rather than diverge again: tests/study/test_sweep.py)
+
+
+def test_moelab_train_reports_divergence_in_one_line_with_exit_2(tmp_path):
+    """``moelab train`` on a run that blows up: one line naming the step, exit 2, no traceback; the
+    same command again says the same without training (the run's status.json records it)."""
+    from rel_helpers import tiny_run
+
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_run(train={"lr": 1e6, "warmup_steps": 0, "steps": 12})))
+    for _ in range(2):
+        res = moelab("train", cfg, "--out", tmp_path / "out", "--quiet")
+        lines = res.stderr.strip().splitlines()
+        assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-3000:]
+        assert len(lines) == 1 and lines[0].startswith("moelab: error: training diverged at step "), lines
+    status = json.loads((tmp_path / "out" / "status.json").read_text())
+    assert status["state"] == "diverged" and f"step {status['step']}" in lines[0]

@@ -53,6 +53,31 @@ def test_posttrain_and_ttc_sections_run_per_model(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
 
+def test_base_logging_reaches_every_run_and_its_post_training(tmp_path):
+    """``base.logging`` logs each run's training and (inherited) its GRPO; logging is not part of the
+    study's identity: the same DIR accepts the study with the logger turned off."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def logged(s):
+        s.base.logging.tensorboard = True
+        return s
+
+    def tags(path):
+        acc = EventAccumulator(str(path), size_guidance={"scalars": 0})
+        acc.Reload()
+        return set(acc.Tags()["scalars"])
+
+    out = tmp_path / "sweep"
+    one = {"grid": {"d_model": [32], "num_experts": [4], "top_k": [1]}}
+    result = sweep(logged(study(posttrain=POSTTRAIN, **one)), out, progress=False)
+    assert result.ok and len(result.done) == 1
+    rdir = store.run_dir(out, result.done[0])
+    assert {"train/loss", "val/val_loss"} <= tags(rdir / "logs" / "tensorboard")
+    assert {"grpo/reward_mean", "eval/accuracy"} <= tags(rdir / "grpo" / "logs" / "tensorboard")
+    assert sweep(study(posttrain=POSTTRAIN, **one), out, progress=False).ok  # not "a different study"
+
+
 def test_bad_posttrain_option_stops_before_anything_is_written(tmp_path):
     with pytest.raises(UserError, match="group"):
         sweep(study(posttrain={"group_size": 1}), tmp_path / "x", progress=False)

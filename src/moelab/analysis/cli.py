@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from moelab.cli_args import at_least
 from moelab.errors import UserError
 
 __all__ = ["add_analysis_commands"]
@@ -47,7 +48,7 @@ def add_analysis_commands(subparsers) -> None:
     s = subparsers.add_parser("report", help="build DIR/report/index.html: the study's figures, gaps and optimum")
     s.add_argument("dir", help="a sweep directory (study.duckdb or results.csv)")
     s.add_argument("--open", action="store_true", help="open the report in a browser")
-    s.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples per fit (default 1000)")
+    s.add_argument("--bootstrap", type=at_least(50), default=1000, help="bootstrap resamples per fit (default 1000)")
     s.set_defaults(func=cmd_report)
 
     s = subparsers.add_parser("advise", help="recommend d, E, k for a FLOP budget and task family from a study")
@@ -55,6 +56,6 @@ def add_analysis_commands(subparsers) -> None:
     s.add_argument("--budget", required=True, help="training FLOPs, e.g. 2e13 or 20T")
     s.add_argument("--task-family", required=True, help="knowledge, reasoning or another task of the study")
     s.add_argument("--metric", choices=["accuracy", "task_loss"], help="default: accuracy unless it is constant")
-    s.add_argument("--bootstrap", type=int, default=1000)
+    s.add_argument("--bootstrap", type=at_least(50), default=1000)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_advise)

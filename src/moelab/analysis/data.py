@@ -11,8 +11,9 @@ sweep directory), else from ``DIR/results.csv``. Planned runs that have no row a
 
 Normalisation gives every row the same few columns whatever wrote it: ``status``,
 ``train_loss`` / ``val_loss`` (the trainer's ``final_*`` values or the evaluation's
-``pretrain_*`` ones), ``sparsity``, ``density``, ``tpp``, ``posttrain`` ("" for a pretrained
-model) and ``label``. Evaluation keys follow :mod:`moelab.eval.gaps`:
+``pretrain_*`` ones; None for an imported model without a train log), ``sparsity``, ``density``,
+``tpp``, ``posttrain`` ("" for a pretrained model), ``origin`` (``trained`` here or ``imported``: a
+study's ``models:``, evaluated like the rest) and ``label``. Evaluation keys follow :mod:`moelab.eval.gaps`:
 ``<metric>/<task>/<split>`` (the task may contain a slash) and ``<metric>/<task>`` for gaps.
 """
 
@@ -30,7 +31,7 @@ from moelab.errors import UserError
 # Statuses a row can have; ``missing`` means planned but absent from the results.
 STATUSES = ("done", "running", "pending", "failed", "diverged", "infeasible", "missing")
 SPLIT_METRICS = ("task_loss", "task_loss_bpb", "task_loss_mean", "accuracy", "exact_match", "acc_norm",
-                 "num_items", "num_truncated", "task_loss_lo", "task_loss_hi", "accuracy_lo", "accuracy_hi")
+                 "acc_bytes", "num_items", "num_truncated", "task_loss_lo", "task_loss_hi", "accuracy_lo", "accuracy_hi")
 GAP_METRICS = ("task_loss_gap", "accuracy_gap")
 # Which split is the headline of a task: held-out items first (what generalises), then any test split.
 HEADLINE_SPLITS = ("heldout", "test", "validation", "val", "train")
@@ -189,6 +190,7 @@ def normalise(rows: list[dict]) -> list[dict]:
         by_tokens = str(r.get("run_id") or "").startswith("D") or (b is not None and t is not None and abs(b - t) <= 1)
         r["budget_kind"] = "tokens" if by_tokens else "FLOPs"
         r["posttrain"] = str(r.get("posttrain") or "")
+        r["origin"] = str(r.get("origin") or "trained")
         r["label"] = str(r.get("name") or r.get("run_id") or "?") + (f" +{r['posttrain']}" if r["posttrain"] else "")
         out.append(r)
     _active_sizes(out)
@@ -223,6 +225,12 @@ def _active_sizes(rows: list[dict]) -> None:
     for r in rows:
         vals = family_of.get((r.get("d_model"), r.get("top_k")))
         r["active_size"] = float(sorted(vals)[len(vals) // 2]) if vals else num(r.get("active_params"))
+
+
+def without_train_log(rows: list[dict]) -> list[dict]:
+    """Finished imported models that have no pretraining loss (no ``train_log``)."""
+    return [r for r in completed(rows) if r["origin"] == "imported" and r["train_loss"] is None
+            and r["val_loss"] is None]
 
 
 def completed(rows: list[dict], *, posttrain: str = "") -> list[dict]:

@@ -435,7 +435,8 @@ def reward_figure(curves: list, out_dir: Path, key: str, *, title: str, style: S
         steps = [p[0] for p in pts]
         mean = np.array([p[1] for p in pts])
         ax.plot(steps, mean, color=style.colour(r), ls=style.linestyle(r), marker=style.marker(r), ms=3, lw=1.0)
-        label = f"E{r.get('num_experts')} k{r.get('top_k')}" + "".join(f" {c}={num(r.get(c)):g}" for c in vary)
+        label = f"E{r.get('num_experts')} k{r.get('top_k')}" + "".join(
+            f" {c}={v:g}" for c in vary if (v := num(r.get(c))) is not None)  # imported models: no lr, seed
         ax.annotate(label, (steps[-1], mean[-1]), xytext=(4, 0),
                     textcoords="offset points", fontsize=6, va="center", color=style.colour(r))
         for step, m, sd in pts:

@@ -80,7 +80,8 @@ def _study_table(rows: list[dict], fams: list[str]) -> str:
                          r.get("num_experts"), r.get("top_k")] + ["–"] * (len(header) - 7))
             classes.append("st-infeasible")
             continue
-        row = [r.get("run_id"), r.get("name") or "", status, fmt_si(n(r.get("budget"))), r.get("d_model"),
+        name = (r.get("name") or "") + (" (imported)" if r.get("origin") == "imported" else "")
+        row = [r.get("run_id"), name, status, fmt_si(n(r.get("budget"))), r.get("d_model"),
                r.get("num_experts"), r.get("top_k"), _f(n(r.get("sparsity")), ".3f"),
                _count(n(r.get("total_params"))), _count(n(r.get("active_params"))), fmt_si(n(r.get("tokens"))),
                _f(n(r.get("tpp")), ".3g"), fmt_si(n(r.get("train_flops"))), *[r.get(c) for c in vary],
@@ -119,7 +120,17 @@ def _pretraining(rows, style, out) -> Section:
             series_figure(done, D.TOTAL, D.VAL_LOSS, out, "pretrain-val-loss-vs-total", style=style,
                           title="Validation loss against total parameters",
                           caption="Held-out pretraining text; one line per active size.")]
-    return Section("Pretraining loss", figures=figs)
+    return Section("Pretraining loss", intro=_no_train_log_note(rows), figures=figs)
+
+
+def _no_train_log_note(rows) -> str:
+    """Says which imported models have no pretraining loss (no train_log) and are left out."""
+    missing = D.without_train_log(rows)
+    if not missing:
+        return ""
+    names = ", ".join(H.esc(str(r.get("label"))) for r in missing)
+    return (f'<p class="note">{len(missing)} imported model{"s" if len(missing) != 1 else ""} without a '
+            f"<code>train_log</code> (no pretraining loss) left out of the figures that need one: {names}.</p>")
 
 
 def _family(rows, fam, style, out) -> Section:
@@ -171,7 +182,7 @@ def _gaps(rows, fams, style, out) -> Section:
                     caption=f"One line per architecture (label: E and k) with everything but {axis} fixed.",
                     line_key=lambda r, o=others: tuple(D.num(r.get(c)) for c in o),
                     end_label=lambda r: f"E{r.get('num_experts')} k{r.get('top_k')}"))
-    intro = "<p>Positive gap = worse on held-out data than on data like the training data.</p>"
+    intro = "<p>Positive gap = worse on held-out data than on data like the training data.</p>" + _no_train_log_note(rows)
     return Section("Train–test generalization gap", intro=intro, figures=figs)
 
 
@@ -196,7 +207,7 @@ def _loss_accuracy(rows, fams, style, out) -> Section:
                                   title=f"{fam}: accuracy against pretraining train loss",
                                   caption="At equal train loss, compare active sizes (colours)."))
     intro = ("<p>How far accuracy departs from what task loss predicts: a model above the fit does better than "
-             "its task loss suggests.</p>")
+             "its task loss suggests.</p>") + _no_train_log_note(rows)
     return Section("Loss–accuracy gap", intro=intro, figures=figs)
 
 

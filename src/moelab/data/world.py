@@ -58,6 +58,14 @@ class Task:
     score: Callable[[TaskItem, str], float]
     stop_strings: tuple[str, ...] = ()
 
+    def items(self, split: str) -> list[TaskItem]:
+        """The items of ``split``; an unknown split is a one-line ``UserError`` naming the known ones."""
+        if split not in self.splits:
+            from moelab.errors import UserError
+
+            raise UserError(f"task '{self.name}' has no split '{split}' (splits: {', '.join(self.splits)})")
+        return self.splits[split]
+
 
 @dataclass
 class World:

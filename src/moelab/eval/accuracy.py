@@ -8,7 +8,11 @@ Pipeline per item (generation items):
 1. Prompt = few-shot exemplars (``shots`` train-split items drawn with ``random.Random(seed)``,
    never the item itself, each written ``prompt + answer + "\\n\\n"``) + the item's prompt,
    encoded as ``BOS + ids``. A prompt longer than ``max_seq_len - max_new_tokens`` keeps its
-   last tokens (``num_truncated`` counts them).
+   last tokens (``num_truncated`` counts them) — but never fewer than half the context: when
+   ``max_new_tokens`` is more than half of it, such a prompt keeps ``max_seq_len // 2`` tokens and
+   generates fewer new ones, with a one-line warning (:func:`generation_budgets`; each record's
+   ``max_new_tokens`` says how many it had). 48 new tokens on a 64-token model would otherwise leave
+   every long prompt 16 tokens; prompts that fit beside ``max_new_tokens`` are untouched.
 2. Greedy decoding (:func:`moelab.model.generate.generate`: batched, KV cache, prompts sorted by
    length), stopping at EOS, ``"\\n\\nQuestion:"`` / ``"\\nQuestion:"`` (the next few-shot question)
    and the task's own stop strings (``"\\n"`` for knowledge).
@@ -21,9 +25,10 @@ Pipeline per item (generation items):
    ``accuracy`` is the mean of ``correct``.
 
 Multiple-choice items (``meta["choices"]``: list of continuations, ``meta["label"]``: the right
-index) are scored by log-likelihood instead: ``acc`` picks the choice with the highest summed
-log-probability, ``acc_norm`` the highest log-probability per UTF-8 byte of the choice
-(:func:`score_multiple_choice`). Their ``acc`` counts towards ``accuracy``.
+index) are scored by log-likelihood instead, with lm-evaluation-harness's names and definitions
+(:func:`score_multiple_choice`): ``acc`` picks the choice with the highest summed log-probability,
+``acc_norm`` the highest log-probability per character of the choice, ``acc_bytes`` per UTF-8 byte.
+Their ``acc`` counts towards ``accuracy``.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -47,6 +53,7 @@ __all__ = [
     "AccuracyResult",
     "MultipleChoiceScores",
     "accuracy",
+    "generation_budgets",
     "score_multiple_choice",
     "extract_prediction",
     "is_exact_match",
@@ -64,10 +71,11 @@ class AccuracyResult:
     shots: int
     accuracy: float  # headline: mean of `correct` over all items (nan when there are none)
     exact_match: float | None  # mean exact match over generation items (None when there are none)
-    acc_norm: float | None  # multiple-choice items only (None when there are none)
+    acc_norm: float | None  # multiple-choice items only (None when there are none): per character
     num_items: int
     num_truncated: int
     records: list[dict[str, Any]] = field(default_factory=list)
+    acc_bytes: float | None = None  # multiple-choice items only: per UTF-8 byte
 
     def summary(self) -> dict[str, Any]:
         """JSON-able numbers without the records."""
@@ -81,6 +89,7 @@ class AccuracyResult:
             "accuracy_hi": ci[1] if ci else None,
             "exact_match": self.exact_match,
             "acc_norm": self.acc_norm,
+            "acc_bytes": self.acc_bytes,
             "num_items": self.num_items,
             "num_truncated": self.num_truncated,
             "shots": self.shots,
@@ -133,42 +142,79 @@ def _infer_family(items: Sequence[TaskItem]) -> str:
 @dataclass
 class MultipleChoiceScores:
     pred: list[int]  # argmax of summed log-likelihood
-    pred_norm: list[int]  # argmax of log-likelihood per byte
+    pred_norm: list[int]  # argmax of log-likelihood per character
+    pred_bytes: list[int]  # argmax of log-likelihood per UTF-8 byte
     correct: list[bool]
     correct_norm: list[bool]
+    correct_bytes: list[bool]
+
+    @staticmethod
+    def _mean(flags: list[bool]) -> float:
+        return sum(flags) / len(flags) if flags else math.nan
 
     @property
     def acc(self) -> float:
-        return sum(self.correct) / len(self.correct) if self.correct else math.nan
+        return self._mean(self.correct)
 
     @property
     def acc_norm(self) -> float:
-        return sum(self.correct_norm) / len(self.correct_norm) if self.correct_norm else math.nan
+        return self._mean(self.correct_norm)
+
+    @property
+    def acc_bytes(self) -> float:
+        return self._mean(self.correct_bytes)
 
 
 def _argmax(values: Sequence[float]) -> int:
-    return max(range(len(values)), key=lambda i: (values[i], -i))  # ties go to the first choice
+    return max(range(len(values)), key=lambda i: (values[i], -i))  # ties go to the first choice, as np.argmax
 
 
 def score_multiple_choice(
-    logliks: Sequence[Sequence[float]], num_bytes: Sequence[Sequence[int]], labels: Sequence[int]
+    logliks: Sequence[Sequence[float]], choices: Sequence[Sequence[str]], labels: Sequence[int]
 ) -> MultipleChoiceScores:
-    """acc / acc_norm from per-choice log-likelihoods (nats, summed over the choice's tokens).
+    """acc / acc_norm / acc_bytes from per-choice log-likelihoods (nats, summed over the choice's tokens),
+    as lm-evaluation-harness defines them for ``multiple_choice`` tasks.
 
-    ``acc_norm`` divides each log-likelihood by the choice's UTF-8 byte count before the argmax,
-    so long choices are not penalised for having more tokens.
+    ``acc_norm`` divides each log-likelihood by the choice's length in characters before the argmax,
+    ``acc_bytes`` by its length in UTF-8 bytes, so long choices are not penalised for having more tokens.
     """
-    pred, pred_norm = [], []
-    for ll, nb in zip(logliks, num_bytes, strict=True):
-        assert len(ll) == len(nb) and ll, "one log-likelihood and one byte count per choice"
+    pred, pred_norm, pred_bytes = [], [], []
+    for ll, texts in zip(logliks, choices, strict=True):
+        assert len(ll) == len(texts) and ll, "one log-likelihood per choice"
         pred.append(_argmax(ll))
-        pred_norm.append(_argmax([x / max(b, 1) for x, b in zip(ll, nb)]))
-    return MultipleChoiceScores(
-        pred=pred,
-        pred_norm=pred_norm,
-        correct=[p == y for p, y in zip(pred, labels, strict=True)],
-        correct_norm=[p == y for p, y in zip(pred_norm, labels, strict=True)],
-    )
+        pred_norm.append(_argmax([x / max(len(t), 1) for x, t in zip(ll, texts)]))
+        pred_bytes.append(_argmax([x / max(len(t.encode("utf-8")), 1) for x, t in zip(ll, texts)]))
+
+    def hits(preds: list[int]) -> list[bool]:
+        return [p == y for p, y in zip(preds, labels, strict=True)]
+
+    return MultipleChoiceScores(pred=pred, pred_norm=pred_norm, pred_bytes=pred_bytes, correct=hits(pred),
+                                correct_norm=hits(pred_norm), correct_bytes=hits(pred_bytes))
+
+
+# ---------------------------------------------------------------- generation length
+
+
+def generation_budgets(prompt_lengths: Sequence[int], max_new_tokens: int,
+                       max_seq_len: int) -> tuple[list[int], list[int]]:
+    """(prompt tokens kept, new tokens allowed) per prompt, within a ``max_seq_len`` context.
+
+    A prompt that fits beside ``max_new_tokens`` is kept whole and gets them all. A longer one is cut
+    from the left — but never below half the context (nor below what ``max_new_tokens`` leaves): when
+    ``max_new_tokens`` is more than half the context, such a prompt keeps ``max_seq_len // 2`` tokens
+    (or all of its own, if fewer) and generates into the rest. 48 new tokens on a 64-token model would
+    otherwise leave every long prompt 16 tokens. A one-line warning says how many prompts that touched.
+    """
+    keep_max = max(max_seq_len - max_new_tokens, max_seq_len // 2, 1)
+    keeps = [min(n, keep_max) for n in prompt_lengths]
+    budgets = [min(max_new_tokens, max_seq_len - k) for k in keeps]
+    short = [b for b in budgets if b < max_new_tokens]
+    if short:
+        warnings.warn(f"max_new_tokens={max_new_tokens} would leave a {max_seq_len}-token model "
+                      f"{max(max_seq_len - max_new_tokens, 0)} tokens of prompt: {len(short)} of {len(budgets)} "
+                      f"prompts keep up to {keep_max} (half the context) and generate as few as {min(short)} "
+                      f"new tokens", stacklevel=3)
+    return keeps, budgets
 
 
 # ---------------------------------------------------------------- few-shot prompts
@@ -199,7 +245,7 @@ def fewshot_prompts(items: Sequence[TaskItem], pool: Sequence[TaskItem], shots: 
 def _generate_all(
     model, tokenizer, prompts: list[str], *, max_new_tokens: int, stop_strings: tuple[str, ...],
     batch_size: int | None, progress: bool,
-) -> tuple[list[str], list[bool]]:
+) -> tuple[list[str], list[bool], list[int]]:
     from moelab.data.tokenizer import bos_eos_ids
     from moelab.model.generate import generate
     from moelab.ui import progress_bar
@@ -207,11 +253,12 @@ def _generate_all(
     device = next(model.parameters()).device
     bos, eos = bos_eos_ids(tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    keep = max(1, model.cfg.max_seq_len - max_new_tokens)
     encoded = tokenizer(prompts, add_special_tokens=False)["input_ids"] if prompts else []
     ids = [[bos, *e] for e in encoded]
-    truncated = [len(x) > keep for x in ids]
-    ids = [x[-keep:] for x in ids]
+    keeps, budgets = generation_budgets([len(x) for x in ids], max_new_tokens, model.cfg.max_seq_len)
+    truncated = [len(x) > k for x, k in zip(ids, keeps)]
+    ids = [x[-k:] for x, k in zip(ids, keeps)]
+    # Longest first; a prompt's budget only grows as prompts get shorter, so equal budgets are adjacent.
     order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
     if batch_size is None and ids:
         budget = _GEN_TOKEN_BUDGET.get(device.type, _GEN_TOKEN_BUDGET["cuda"])
@@ -223,15 +270,17 @@ def _generate_all(
     completions = [""] * len(ids)
     with progress_bar(progress, unit="items") as bar:
         task_id = bar.add_task("accuracy", total=len(ids), info="") if bar is not None else None
-        for lo in range(0, len(order), batch_size or 1):
-            rows = order[lo : lo + (batch_size or 1)]
-            new = generate(model, [ids[i] for i in rows], max_new_tokens=max_new_tokens, eos_token_id=eos,
+        lo = 0
+        while lo < len(order):
+            rows = [i for i in order[lo : lo + (batch_size or 1)] if budgets[i] == budgets[order[lo]]]
+            new = generate(model, [ids[i] for i in rows], max_new_tokens=budgets[rows[0]], eos_token_id=eos,
                            pad_token_id=pad, stop_strings=stop_strings, decode=decode)
             for i, toks in zip(rows, new):
                 completions[i] = decode(toks)
+            lo += len(rows)
             if bar is not None:
                 bar.update(task_id, advance=len(rows))
-    return completions, truncated
+    return completions, truncated, budgets
 
 
 def _multiple_choice(model, tokenizer, items, prompts, *, batch_size, progress) -> tuple[list[dict], MultipleChoiceScores, int]:
@@ -245,21 +294,20 @@ def _multiple_choice(model, tokenizer, items, prompts, *, batch_size, progress) 
     nll, _, truncated = sequence_nll(model, enc_prompts, enc_choices, batch_size=batch_size, pad_token_id=pad,
                                      progress=progress, description="choices")
     logliks: list[list[float]] = [[] for _ in items]
-    nbytes: list[list[int]] = [[] for _ in items]
     trunc = [False] * len(items)
-    for k, (_, choice), x, tr in zip(owner, pairs, nll, truncated):
+    for k, x, tr in zip(owner, nll, truncated):
         logliks[k].append(-x)
-        nbytes[k].append(len(choice.encode("utf-8")))
         trunc[k] |= tr
     labels = [it.meta["label"] for it in items]
-    scores = score_multiple_choice(logliks, nbytes, labels)
+    s = score_multiple_choice(logliks, [it.meta["choices"] for it in items], labels)
     records = [
-        {"prompt": it.prompt, "choices": it.meta["choices"], "logliks": ll, "label": y, "pred": p, "pred_norm": pn,
-         "gold": it.gold, "correct": c, "correct_norm": cn, "score": float(c), "truncated": tr}
-        for it, ll, y, p, pn, c, cn, tr in zip(items, logliks, labels, scores.pred, scores.pred_norm, scores.correct,
-                                                scores.correct_norm, trunc)
+        {"prompt": it.prompt, "choices": it.meta["choices"], "logliks": logliks[k], "label": labels[k],
+         "pred": s.pred[k], "pred_norm": s.pred_norm[k], "pred_bytes": s.pred_bytes[k], "gold": it.gold,
+         "correct": s.correct[k], "correct_norm": s.correct_norm[k], "correct_bytes": s.correct_bytes[k],
+         "score": float(s.correct[k]), "truncated": trunc[k]}
+        for k, it in enumerate(items)
     ]
-    return records, scores, sum(trunc)
+    return records, s, sum(trunc)
 
 
 @torch.no_grad()
@@ -285,7 +333,7 @@ def accuracy(
         task = task_or_items
         if split not in task.splits:
             raise UserError(f"task '{task.name}' has no split '{split}' (splits: {', '.join(task.splits)})")
-        items = list(task.splits[split])
+        items = list(task.items(split))
         name, family = task.name, task.family
         scorer: Callable[[TaskItem, str], float] | None = task.score
         stops = tuple(dict.fromkeys((*REASONING_STOPS, *task.stop_strings)))
@@ -305,28 +353,28 @@ def accuracy(
     records: list[dict[str, Any]] = [{} for _ in items]
     num_truncated = 0
     exact: list[bool] = []
-    acc_norm = None
+    scores = None
 
     if gen:
-        completions, truncated = _generate_all(
+        completions, truncated, budgets = _generate_all(
             model, tokenizer, [prompts[k] for k in gen], max_new_tokens=max_new_tokens, stop_strings=stops,
             batch_size=batch_size, progress=progress,
         )
         num_truncated += sum(truncated)
-        for k, completion, tr in zip(gen, completions, truncated):
+        for k, completion, tr, new_tokens in zip(gen, completions, truncated, budgets):
             it = items[k]
             extracted = extract_prediction(family, completion, it.gold)
             em = is_exact_match(family, extracted, it.gold)
             score = float(scorer(it, completion)) if scorer is not None else float(em)
             exact.append(em)
             records[k] = {"prompt": it.prompt, "completion": completion, "extracted": extracted, "gold": it.gold,
-                          "exact_match": em, "score": score, "correct": score >= 1.0, "truncated": tr}
+                          "exact_match": em, "score": score, "correct": score >= 1.0, "truncated": tr,
+                          "max_new_tokens": new_tokens}
     if mc:
         mc_records, scores, tr = _multiple_choice(
             model, tokenizer, [items[k] for k in mc], [prompts[k] for k in mc], batch_size=batch_size, progress=progress
         )
         num_truncated += tr
-        acc_norm = scores.acc_norm
         for k, rec in zip(mc, mc_records):
             records[k] = rec
     for k, rec in enumerate(records):
@@ -341,8 +389,9 @@ def accuracy(
         shots=shots,
         accuracy=sum(correct) / len(correct) if correct else math.nan,
         exact_match=sum(exact) / len(exact) if exact else None,
-        acc_norm=acc_norm,
+        acc_norm=scores.acc_norm if scores is not None else None,
         num_items=len(items),
         num_truncated=num_truncated,
         records=records,
+        acc_bytes=scores.acc_bytes if scores is not None else None,
     )

@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import argparse
+
+from moelab.cli_args import device_name, nonneg_int, positive_int
 import json
 from pathlib import Path
 
 
 def _world_for(model_path: str):
-    """The default world a model was trained on: its run's config when there is one, else the default."""
-    from moelab.config import RunConfig, WorldConfig, read_yaml, validate
+    """The world a model was trained on: its run's config (a damaged one is an error naming the
+    file, never a silent fallback), else the default world."""
+    from moelab.config import WorldConfig
     from moelab.data.world import build_world
+    from moelab.modelio import world_for_model
 
-    p = Path(model_path)
-    for cand in (p / "config.yaml", p.parent / "config.yaml", p.parent.parent / "config.yaml"):
-        if cand.is_file():
-            try:
-                return build_world(validate(RunConfig, read_yaml(cand), str(cand)).data.world)
-            except Exception:  # not a moelab run config (e.g. an unrelated YAML): fall back to the default
-                break
-    return build_world(WorldConfig())
+    return world_for_model(model_path) or build_world(WorldConfig())
 
 
 def _task(args, world):
@@ -39,9 +36,9 @@ def device_dtype(args):
     from moelab.errors import UserError
 
     if getattr(args, "out", None):  # every command that evaluates calls this first: fail before the work
-        from moelab.resources import check_writable_dir
+        from moelab.outdir import claim_output
 
-        check_writable_dir(Path(args.out), "--out")
+        claim_output(args.out, "eval", sources=[args.model])
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -94,7 +91,7 @@ def cmd_taskloss(args) -> int:
     from moelab.eval.taskloss import task_loss
 
     device, dtype, task, model, tok = _task_and_model(args)
-    items = task.splits[args.split][: args.limit] if args.limit else task.splits[args.split]
+    items = task.items(args.split)[: args.limit] if args.limit else task.items(args.split)
     result = task_loss(model, tok, items, dtype=dtype, progress=not args.json)
     summary = {"task": task.name, "split": args.split} | result.summary()
     emit_summary(args, summary, "taskloss", None)
@@ -133,7 +130,9 @@ def cmd_all(args) -> int:
     train_summary = None
     for cand in (Path(args.model) / "train_summary.json", Path(args.model).parent / "train_summary.json"):
         if cand.is_file():
-            train_summary = json.loads(cand.read_text())
+            from moelab.jsonfile import read_json
+
+            train_summary = read_json(cand)
             break
     records = Path(args.out) / "records" if args.out else None
     result = evaluate_model(model, tok, world, cfg, train_summary=train_summary, progress=not args.json,
@@ -151,8 +150,8 @@ def cmd_all(args) -> int:
 
 def _common(p, *, task_required: bool = True) -> None:
     p.add_argument("--model", required=True, help="run, checkpoint, model or Hugging Face Mixtral directory")
-    p.add_argument("--limit", type=int, help="first N items of each split")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--limit", type=positive_int, help="first N items of each split")
+    p.add_argument("--device", type=device_name, default="auto")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast with fp32 weights (default: on for CUDA)")
     p.add_argument("--json", action="store_true")
@@ -178,16 +177,16 @@ def add_eval_commands(sub) -> None:
     s.add_argument("--task")
     s.add_argument("--task-file")
     s.add_argument("--split", default="heldout")
-    s.add_argument("--shots", type=int, default=0)
-    s.add_argument("--max-new-tokens", type=int, default=48)
+    s.add_argument("--shots", type=nonneg_int, default=0)
+    s.add_argument("--max-new-tokens", type=positive_int, default=48)
     s.set_defaults(func=cmd_accuracy)
 
     s = esub.add_parser("all", help="the three levels (pretraining loss, task loss, accuracy) and both gaps")
     _common(s)
     s.add_argument("--task", action="append", help="built-in task (repeatable; default knowledge, reasoning)")
     s.add_argument("--task-file", action="append", help="task file (repeatable)")
-    s.add_argument("--shots", type=int, default=0)
-    s.add_argument("--max-new-tokens", type=int, default=48)
+    s.add_argument("--shots", type=nonneg_int, default=0)
+    s.add_argument("--max-new-tokens", type=positive_int, default=48)
     s.set_defaults(func=cmd_all)
 
     from moelab.eval.code import add_code_command

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from moelab.cli_args import device_name, nonneg_float, positive_float, positive_int, probability
 from moelab.errors import UserError
 
 if TYPE_CHECKING:  # moelab.data pulls in torch and transformers: not at CLI start-up (parser building)
@@ -297,7 +298,7 @@ def code_pass_at_k(
     if isinstance(task_or_items, Task):
         if split not in task_or_items.splits:
             raise UserError(f"task '{task_or_items.name}' has no split '{split}'")
-        name, items = task_or_items.name, list(task_or_items.splits[split])
+        name, items = task_or_items.name, list(task_or_items.items(split))
     else:
         name, items = "items", list(task_or_items)
     items = code_items(items[:limit] if limit else items, name)  # fail on missing tests before sampling
@@ -354,17 +355,17 @@ def add_code_command(esub) -> None:
     s = esub.add_parser("code", help="pass@k of sampled programs against each item's tests (HumanEval/MBPP style)")
     s.add_argument("--model", required=True, help="run, checkpoint, model or Hugging Face Mixtral directory")
     s.add_argument("--task-file", required=True, help="{prompt, answer, test[, entry_point]} JSON/JSONL file")
-    s.add_argument("--limit", type=int, help="first N items")
-    s.add_argument("--n", type=int, default=10, help="samples per item (default 10)")
-    s.add_argument("--k", type=int, nargs="+", default=[1, 10], help="k of pass@k (those <= n; default 1 10)")
-    s.add_argument("--temperature", type=float, default=0.8)
-    s.add_argument("--top-p", type=float, default=0.95)
-    s.add_argument("--max-new-tokens", type=int, default=256)
+    s.add_argument("--limit", type=positive_int, help="first N items")
+    s.add_argument("--n", type=positive_int, default=10, help="samples per item (default 10)")
+    s.add_argument("--k", type=positive_int, nargs="+", default=[1, 10], help="k of pass@k (those <= n; default 1 10)")
+    s.add_argument("--temperature", type=nonneg_float, default=0.8)
+    s.add_argument("--top-p", type=probability, default=0.95)
+    s.add_argument("--max-new-tokens", type=positive_int, default=256)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--timeout", type=float, default=5.0, help="wall-clock seconds per program")
-    s.add_argument("--memory-mb", type=int, default=512, help="address-space limit per program")
-    s.add_argument("--workers", type=int, help="programs run at once (default: CPU count)")
-    s.add_argument("--device", default="auto")
+    s.add_argument("--timeout", type=positive_float, default=5.0, help="wall-clock seconds per program")
+    s.add_argument("--memory-mb", type=positive_int, default=512, help="address-space limit per program")
+    s.add_argument("--workers", type=positive_int, help="programs run at once (default: CPU count)")
+    s.add_argument("--device", type=device_name, default="auto")
     s.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast (default: on for CUDA)")
     s.add_argument("--json", action="store_true")

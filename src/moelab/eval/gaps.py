@@ -29,7 +29,8 @@ A gap is ``None`` when either side is missing (a task file has only a ``heldout`
     accuracy/<task>/<split>         mean of `correct` (task scorer, else exact match)
     accuracy_lo/…, accuracy_hi/…    its 95 % Wilson interval over items
     exact_match/<task>/<split>      extracted answer == normalised gold
-    acc_norm/<task>/<split>         multiple-choice tasks only
+    acc_norm/<task>/<split>         multiple-choice tasks only: log-likelihood per character (lm-eval's acc_norm)
+    acc_bytes/<task>/<split>        multiple-choice tasks only: per UTF-8 byte (lm-eval's acc_bytes)
     num_items/<task>/<split>, num_truncated/<task>/<split>
     task_loss_gap/<task>, accuracy_gap/<task>
 
@@ -95,8 +96,9 @@ def assemble_levels(
         out[f"accuracy_lo/{task}/{split}"] = _num(s.get("accuracy_lo"))
         out[f"accuracy_hi/{task}/{split}"] = _num(s.get("accuracy_hi"))
         out[f"exact_match/{task}/{split}"] = _num(s.get("exact_match"))
-        if s.get("acc_norm") is not None:
-            out[f"acc_norm/{task}/{split}"] = _num(s["acc_norm"])
+        for metric in ("acc_norm", "acc_bytes"):
+            if s.get(metric) is not None:
+                out[f"{metric}/{task}/{split}"] = _num(s[metric])
         out.setdefault(f"num_items/{task}/{split}", s.get("num_items"))
     for task in tasks:
         if all((task, sp) in task_loss for sp in SPLITS):
@@ -157,7 +159,7 @@ def evaluate_model(
     for name, task in zip(names, tasks):
         label = task_label(name)
         for split in [s for s in SPLITS if s in task.splits] + [s for s in task.splits if s not in SPLITS]:
-            items = task.splits[split][: cfg.limit] if cfg.limit else task.splits[split]
+            items = task.items(split)[: cfg.limit] if cfg.limit else task.items(split)
             losses[(label, split)] = run_task_loss(model, tokenizer, items, dtype=dtype, progress=progress).summary()
             # A task without a train split (a task file) has no exemplars to draw: its prompts
             # carry their own shots, if any.

@@ -12,12 +12,15 @@ directory), written as a Hugging Face Mixtral checkpoint into a temporary direct
 lm-eval as it is (no copy). lm-eval is an optional extra: ``pip install 'moelab[lm-eval]'``.
 
 Alignment with moelab's own evaluation (what the cross-check test pins down)
-    * **BOS.** moelab reads ``BOS + prompt`` everywhere (task loss, accuracy). Its tokenizers add no
-      special tokens by themselves, and lm-eval's ``hf`` model adds a BOS only when the tokenizer
-      does. We pass ``add_bos_token=True``: lm-eval then loads the tokenizer with that flag
-      (transformers >= 5 installs a post-processor that prepends BOS) and encodes every context
-      with it, for ``loglikelihood`` and ``generate_until`` alike. Without it every harness number
-      would be conditioned on a different first token than moelab's.
+    * **BOS.** moelab reads ``BOS + prompt`` everywhere (task loss, accuracy), and lm-eval's ``hf``
+      model adds a BOS only when the tokenizer does. A moelab export's tokenizer adds it by itself,
+      as Mixtral's does (:func:`moelab.interop.hf.export_hf`), so even a plain ``lm_eval --model hf
+      --model_args pretrained=EXPORT`` conditions on moelab's first token. We also pass
+      ``add_bos_token=True`` — for Hugging Face directories passed as they are, whose tokenizer may
+      not — and lm-eval then encodes every context with exactly one BOS, for ``loglikelihood`` and
+      ``generate_until`` alike.
+    * **Multiple choice.** moelab's ``acc``, ``acc_norm`` (per character) and ``acc_bytes`` (per UTF-8
+      byte) are lm-eval's metrics of the same names.
     * **Log-likelihoods.** lm-eval tokenizes ``context + continuation`` as one string and splits the
       ids at the length of the tokenized context; moelab tokenizes prompt and answer separately.
       The ids agree whenever no BPE merge straddles the boundary — always for moelab's byte-level
@@ -51,6 +54,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
+from moelab.cli_args import device_name, nonneg_int
 from moelab.errors import UserError
 
 __all__ = ["run_lm_eval", "add_lmeval_command", "summarize"]
@@ -184,6 +188,11 @@ def run_lm_eval(
         except OSError as err:  # a task's data file or hub dataset it cannot read (offline, a typo)
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise UserError(f"lm-eval could not read a file or dataset it needs: {first}") from None
+        except (AssertionError, ValueError, KeyError, TypeError) as err:
+            # lm-eval checks its inputs (task configs, few-shot counts, model arguments) with asserts and
+            # ValueErrors: the cause is the input, so one line, not lm-eval's 30-line traceback
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UserError(f"lm-eval refused the run: {type(err).__name__}: {first}") from None
     if results is None:  # non-zero ranks under torchrun
         return {}
     results = dict(results)
@@ -284,9 +293,9 @@ def add_lmeval_command(esub) -> None:
     s.add_argument("--tasks", nargs="+", required=True, help="harness task, group or tag names")
     s.add_argument("--include-path", help="directory of extra task YAMLs (scanned recursively)")
     s.add_argument("--limit", type=_limit, help="first N documents per task (a fraction when < 1)")
-    s.add_argument("--num-fewshot", type=int)
+    s.add_argument("--num-fewshot", type=nonneg_int)
     s.add_argument("--batch-size", type=_batch_size, help="default: auto on CUDA, 16 on CPU")
-    s.add_argument("--device", default="auto")
+    s.add_argument("--device", type=device_name, default="auto")
     s.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast with fp32 weights (default: on for CUDA)")
     s.add_argument("--json", action="store_true")

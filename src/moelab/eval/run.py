@@ -1,4 +1,4 @@
-"""Evaluate a finished training run once: ``evaluate_run(run_dir, cfg)``.
+"""Evaluate a finished training run (or a study's imported model) once: ``evaluate_run(run_dir, cfg)``.
 
 The whole suite of :func:`moelab.eval.gaps.evaluate_model` (task loss with its bootstrap interval,
 greedy accuracy with its Wilson interval, both splits of every task, the gaps) on the run's final
@@ -21,11 +21,19 @@ def evaluate_run(run_dir: Path, cfg, *, progress: bool = True) -> dict:
     from moelab.eval.gaps import evaluate_model
     from moelab.modelio import load_model
 
+    from moelab.jsonfile import json_problem, read_json
+
     cached = Path(run_dir) / "eval" / "summary.json"
-    if cached.is_file():
+    problem = json_problem(cached)
+    if cached.is_file() and not problem:
         return json.loads(cached.read_text())
+    if problem:  # the cache is moelab's own: name it, then evaluate again
+        import warnings
+
+        warnings.warn(f"{cached}: damaged ({problem}); evaluating the run again")
+    train_summary = read_json(Path(run_dir) / "train_summary.json",
+                              fix="delete it and run again (training resumes from its last checkpoint)")
     model, tokenizer, _ = load_model(run_dir)
-    train_summary = json.loads((Path(run_dir) / "train_summary.json").read_text())
     world = build_world(cfg.data.world)
     result = evaluate_model(model, tokenizer, world, cfg.eval, train_summary=train_summary, progress=progress)
     atomic_write_json(cached, result)

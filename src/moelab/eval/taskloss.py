@@ -10,7 +10,9 @@ the boundary would blur which bits belong to the answer; the price is that the i
 from tokenizing ``prompt + answer`` as one string.)
 
 Per item: ``nll`` (nats), ``num_tokens`` (answer tokens scored), ``num_bytes`` (UTF-8 bytes of the
-answer), ``bits_per_token = nll / ln 2 / num_tokens``, ``bits_per_byte = nll / ln 2 / num_bytes``.
+answer), ``bits_per_token = nll / ln 2 / num_tokens``, ``bits_per_byte = nll / ln 2 / num_bytes``;
+:meth:`TaskLossResult.records` adds the item's ``index`` and ``prompt`` (and ``item_index``, its id in
+the task), so per-item records join with accuracy records and other tools' logs (lm-eval's samples).
 
 Averages: the **headline** ``bits_per_token`` / ``bits_per_byte`` are *pooled* (total bits over all
 items / total tokens or bytes), so long answers weigh by their length, as in pretraining loss;
@@ -61,6 +63,8 @@ class TaskLossResult:
     mean_bits_per_byte: float
     num_truncated: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
+    prompts: list[str] = field(default_factory=list)  # per item, to join records with other tools' logs
+    item_index: list[Any] = field(default_factory=list)  # per item: ``meta["index"]`` (its id in the task), or None
 
     @property
     def num_items(self) -> int:
@@ -99,11 +103,21 @@ class TaskLossResult:
         }
 
     def records(self) -> list[dict[str, Any]]:
-        return [
-            {"nll": n, "num_tokens": t, "num_bytes": b, "bits_per_token": bpt, "bits_per_byte": bpb, "truncated": tr}
-            for n, t, b, bpt, bpb, tr in zip(self.nll, self.num_tokens, self.num_bytes, self.item_bits_per_token,
-                                              self.item_bits_per_byte, self.truncated)
-        ]
+        """One dict per item, in input order: ``index`` (position in the items scored), ``prompt``,
+        ``item_index`` (the item's own id, when it has one) and the per-item numbers — the keys
+        accuracy records carry too, so both join with each other and with other tools' logs."""
+        prompts = self.prompts or [None] * self.num_items
+        ids = self.item_index or [None] * self.num_items
+        out = []
+        for k, (n, t, b, bpt, bpb, tr) in enumerate(zip(self.nll, self.num_tokens, self.num_bytes,
+                                                        self.item_bits_per_token, self.item_bits_per_byte,
+                                                        self.truncated)):
+            rec = {"index": k, "prompt": prompts[k], "nll": n, "num_tokens": t, "num_bytes": b,
+                   "bits_per_token": bpt, "bits_per_byte": bpb, "truncated": tr}
+            if ids[k] is not None:
+                rec["item_index"] = ids[k]
+            out.append(rec)
+        return out
 
 
 def _bos_id(tokenizer) -> int:
@@ -269,4 +283,6 @@ def task_loss(
         mean_bits_per_token=sum(per_bpt) / len(per_bpt) if per_bpt else math.nan,
         mean_bits_per_byte=sum(per_bpb) / len(per_bpb) if per_bpb else math.nan,
         num_truncated=sum(truncated),
+        prompts=[it.prompt for it in items],
+        item_index=[it.meta.get("index") for it in items],
     )

@@ -227,12 +227,19 @@ def state_dict_from_hf(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[st
 
 def export_hf(model: MoETransformer, cfg: ModelConfig, out_dir: str | Path, tokenizer: Any = None) -> Path:
     """Write ``config.json`` + ``model.safetensors`` (+ tokenizer files) that
-    ``MixtralForCausalLM.from_pretrained(out_dir)`` loads with no missing or unexpected keys."""
+    ``MixtralForCausalLM.from_pretrained(out_dir)`` loads with no missing or unexpected keys.
+
+    The exported tokenizer adds BOS by itself, as Mixtral's does (:func:`moelab.data.tokenizer.adding_bos`):
+    ``AutoTokenizer.from_pretrained(out_dir)("text")`` is ``BOS + ids``, what moelab trained and evaluates
+    on, so lm-eval, vLLM and TRL condition on the same first token without being told."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     ids = {}
     if tokenizer is not None:
+        from moelab.data.tokenizer import adding_bos
+
+        tokenizer = adding_bos(tokenizer)  # before anything is written: it refuses a tokenizer it cannot fix
         ids = {k: getattr(tokenizer, k, None) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
+    out.mkdir(parents=True, exist_ok=True)
     hf_cfg = config_to_hf(cfg, **ids)
     hf_cfg.dtype = model.embed.weight.dtype  # recorded as "dtype" in config.json
     tensors = state_dict_to_hf({k: v.cpu() for k, v in model.state_dict().items()})
@@ -242,14 +249,22 @@ def export_hf(model: MoETransformer, cfg: ModelConfig, out_dir: str | Path, toke
     data["rope_theta"] = float(cfg.rope_theta)  # the pre-v5 spelling, for older readers; v5 ignores it
     atomic_write_text(out / "config.json", json.dumps(data, indent=2, sort_keys=True) + "\n")
     if tokenizer is not None:
-        tokenizer.save_pretrained(out)
+        from moelab.data.tokenizer import save_tokenizer
+
+        save_tokenizer(tokenizer, out)  # atomic files, a class name transformers 4 and 5 both load
     return out
 
 
-def _read_safetensors(hf_dir: Path, device: str | torch.device) -> dict[str, torch.Tensor]:
+def weight_files(hf_dir: str | Path) -> list[Path]:
+    """The safetensors files of a Hugging Face directory (one file, or the shards its index lists),
+    checked to exist; nothing is read. Pickle-only weights and missing shards are a ``UserError``."""
+    hf_dir = Path(hf_dir)
     index = hf_dir / "model.safetensors.index.json"
     if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        try:
+            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
+            raise UserError(f"{index}: not a safetensors index (no weight_map)") from None
         files = [hf_dir / s for s in shards]
     elif (hf_dir / "model.safetensors").is_file():
         files = [hf_dir / "model.safetensors"]
@@ -261,12 +276,37 @@ def _read_safetensors(hf_dir: Path, device: str | torch.device) -> dict[str, tor
                 " (convert with transformers: load, then save_pretrained(safe_serialization=True))"
             )
         raise UserError(f"{hf_dir}: no model.safetensors or model.safetensors.index.json")
-    sd: dict[str, torch.Tensor] = {}
     for f in files:
         if not f.is_file():
             raise UserError(f"{hf_dir}: shard {f.name} listed in the index is missing")
-        sd.update(load_file(f, device=str(device)))
+    return files
+
+
+def _read_safetensors(hf_dir: Path, device: str | torch.device) -> dict[str, torch.Tensor]:
+    sd: dict[str, torch.Tensor] = {}
+    for f in weight_files(hf_dir):
+        try:
+            sd.update(load_file(f, device=str(device)))
+        except Exception as err:  # safetensors' own error type on a damaged or truncated file
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UserError(f"{f}: unreadable safetensors file ({first}); the checkpoint is damaged or "
+                            "incomplete: copy or export it again") from None
     return sd
+
+
+def read_hf_config(hf_dir: str | Path) -> ModelConfig:
+    """The ``ModelConfig`` of a Hugging Face Mixtral directory's ``config.json`` (weights unread)."""
+    hf_dir = Path(hf_dir)
+    config_path = hf_dir / "config.json"
+    if not config_path.is_file():
+        raise UserError(f"{hf_dir}: no config.json (not a Hugging Face model directory)")
+    try:
+        data = json.loads(config_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(f"{config_path}: not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{config_path}: not a JSON object")
+    return config_from_hf(data, source=str(config_path))
 
 
 def import_hf(
@@ -277,18 +317,15 @@ def import_hf(
     Weights are cast to ``dtype`` (fp32 by default, the training/eval convention; ``None`` keeps
     the stored dtype). The model is returned in eval mode."""
     hf_dir = Path(hf_dir)
-    config_path = hf_dir / "config.json"
-    if not config_path.is_file():
-        raise UserError(f"{hf_dir}: no config.json (not a Hugging Face model directory)")
+    cfg = read_hf_config(hf_dir)
     try:
-        data = json.loads(config_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UserError(f"{config_path}: not valid JSON ({err})") from None
-    cfg = config_from_hf(data, source=str(config_path))
-    sd = state_dict_from_hf(_read_safetensors(hf_dir, device), cfg)
-    if dtype is not None:
-        sd = {k: v.to(dtype) for k, v in sd.items()}
-    with torch.device("meta"):  # skip a random init that load_state_dict would overwrite
-        model = MoETransformer(cfg)
-    model.load_state_dict(sd, strict=True, assign=True)
+        sd = state_dict_from_hf(_read_safetensors(hf_dir, device), cfg)
+        if dtype is not None:
+            sd = {k: v.to(dtype) for k, v in sd.items()}
+        with torch.device("meta"):  # skip a random init that load_state_dict would overwrite
+            model = MoETransformer(cfg)
+        model.load_state_dict(sd, strict=True, assign=True)
+    except (KeyError, RuntimeError) as err:  # a tensor missing, extra or of the wrong shape for config.json
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"{hf_dir}: weights do not match config.json ({first})") from None
     return cfg, model.eval()

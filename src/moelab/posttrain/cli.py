@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from moelab.cli_args import device_name, finite_float, nonneg_int, positive_float, positive_int, probability
 from moelab.errors import UserError
 
 __all__ = ["add_posttrain_commands", "world_for_model"]
@@ -25,42 +26,12 @@ __all__ = ["add_posttrain_commands", "world_for_model"]
 # ---------------------------------------------------------------- helpers
 
 
-def _run_config_near(path: Path, depth: int = 0) -> Path | None:
-    """The pretraining ``config.yaml`` that ``path`` came from: ``path`` itself (a run directory), its
-    parent (``RUN/model``), its grandparent (``RUN/checkpoints/step-N``), or — for a GRPO output
-    (``grpo_config.yaml`` in one of those places) — the same, from the model the GRPO run started with."""
-    from moelab.posttrain.grpo import CONFIG_FILE
-
-    if depth > 4:  # a chain of GRPO runs; stop at a cycle
-        return None
-    candidates = [path, path.parent]
-    if path.parent.name == "checkpoints":
-        candidates.append(path.parent.parent)
-    for d in candidates:
-        if (d / "config.yaml").is_file():
-            return d / "config.yaml"
-        if (d / CONFIG_FILE).is_file():
-            from moelab.config import read_yaml
-
-            data = read_yaml(d / CONFIG_FILE)
-            start = data.get("model") if isinstance(data, dict) else None
-            return _run_config_near(Path(start), depth + 1) if start else None
-    return None
-
-
 def world_for_model(model_path: str | Path | None, world_config: str | None = None):
-    """The world whose tasks a model should be evaluated on (None: the default world)."""
-    from moelab.config import load_run_config
-    from moelab.data.world import build_world
+    """The world whose tasks a model should be evaluated on (``moelab.modelio.world_for_model``;
+    imported here lazily: building the parser must not import torch)."""
+    from moelab.modelio import world_for_model as find
 
-    if world_config:
-        return build_world(load_run_config(world_config).data.world)
-    if model_path is None:
-        return None
-    cfg_path = _run_config_near(Path(model_path).expanduser().resolve())
-    if cfg_path is None:
-        return None
-    return build_world(load_run_config(cfg_path).data.world)
+    return find(model_path, world_config)
 
 
 def _print_json(obj: Any) -> None:
@@ -79,15 +50,15 @@ _GRPO_OPTIONS = {  # flag -> (GRPOConfig field, type)
     "--prompts-per-step": ("prompts_per_step", int),
     "--updates-per-batch": ("updates_per_batch", int),
     "--micro-batch-size": ("micro_batch_size", int),
-    "--lr": ("lr", float),
-    "--weight-decay": ("weight_decay", float),
-    "--grad-clip": ("grad_clip", float),
-    "--clip-eps": ("clip_eps", float),
-    "--kl-coef": ("kl_coef", float),
-    "--entropy-coef": ("entropy_coef", float),
-    "--format-reward": ("format_reward", float),
-    "--temperature": ("temperature", float),
-    "--top-p": ("top_p", float),
+    "--lr": ("lr", finite_float),
+    "--weight-decay": ("weight_decay", finite_float),
+    "--grad-clip": ("grad_clip", finite_float),
+    "--clip-eps": ("clip_eps", finite_float),
+    "--kl-coef": ("kl_coef", finite_float),
+    "--entropy-coef": ("entropy_coef", finite_float),
+    "--format-reward": ("format_reward", finite_float),
+    "--temperature": ("temperature", finite_float),
+    "--top-p": ("top_p", finite_float),
     "--max-new-tokens": ("max_new_tokens", int),
     "--shots": ("shots", int),
     "--train-split": ("train_split", str),
@@ -96,7 +67,7 @@ _GRPO_OPTIONS = {  # flag -> (GRPOConfig field, type)
     "--eval-limit": ("eval_limit", int),
     "--checkpoint-every": ("checkpoint_every", int),
     "--precision": ("precision", str),
-    "--device": ("device", str),
+    "--device": ("device", device_name),
     "--seed": ("seed", int),
 }
 
@@ -116,6 +87,9 @@ def cmd_grpo(args) -> int:
         if value is not None:
             data[field] = value
     cfg = load_grpo_config(data, "grpo")
+    from moelab.outdir import claim_output
+
+    claim_output(args.out, "grpo", sources=[args.model])
     task = get_task(cfg.task, world_for_model(cfg.model, args.world))
     summary = grpo(cfg, Path(args.out), task=task, progress=not args.quiet)
     if args.json:
@@ -167,15 +141,14 @@ def cmd_ttc(args) -> int:
         raise UserError(f"--samples must be at least 1, got {args.samples}")
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit must be positive, got {args.limit}")
-    if args.out:
-        from moelab.resources import check_writable_dir
+    out = Path(args.out) if args.out else _default_ttc_dir(args.model, task_label(task.name), args.samples)
+    from moelab.outdir import claim_output
 
-        check_writable_dir(Path(args.out), "--out")  # before the sampling, not after it
+    claim_output(out, "ttc", sources=[args.model])  # before the sampling, not after it
     model, tok, _ = load_model(args.model, resolve_device(args.device))
     result = sample_task(model, tok, task, samples=args.samples, split=args.split, limit=args.limit,
                          temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
                          seed=args.seed, shots=args.shots, batch_size=args.batch_size, progress=not args.quiet)
-    out = Path(args.out) if args.out else _default_ttc_dir(args.model, task_label(task.name), args.samples)
     paths = result.write(out)
     if args.json:
         _print_json({**result.summary(), "samples_file": str(paths["samples"])})
@@ -208,16 +181,16 @@ def add_posttrain_commands(subparsers) -> None:
     s = subparsers.add_parser("ttc", help="test-time compute: N samples per question, pass@k and majority vote")
     s.add_argument("--model", help="model, run or checkpoint directory")
     s.add_argument("--task", help="task name")
-    s.add_argument("--samples", type=int, help="samples per question (N)")
-    s.add_argument("--limit", type=int, help="first N questions of the split")
+    s.add_argument("--samples", type=positive_int, help="samples per question (N)")
+    s.add_argument("--limit", type=positive_int, help="first N questions of the split")
     s.add_argument("--split", default="heldout")
-    s.add_argument("--temperature", type=float, default=0.6)
-    s.add_argument("--top-p", type=float, default=0.95)
-    s.add_argument("--max-new-tokens", type=int, default=48)
-    s.add_argument("--shots", type=int, default=0)
+    s.add_argument("--temperature", type=positive_float, default=0.6)
+    s.add_argument("--top-p", type=probability, default=0.95)
+    s.add_argument("--max-new-tokens", type=positive_int, default=48)
+    s.add_argument("--shots", type=nonneg_int, default=0)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--batch-size", type=int, help="rows per generation batch (default: from a token budget)")
-    s.add_argument("--device", default="auto")
+    s.add_argument("--batch-size", type=positive_int, help="rows per generation batch (default: from a token budget)")
+    s.add_argument("--device", type=device_name, default="auto")
     s.add_argument("--world", help="RUN.yaml whose data.world defines the tasks (default: the model's run)")
     s.add_argument("--out", help="output directory (default: RUN/eval/ttc-<task>-n<N> or ./ttc-<task>-n<N>)")
     s.add_argument("--recompute", metavar="SAMPLES_JSONL", help="recompute the curves from saved records")

@@ -24,7 +24,8 @@ The output directory: ``grpo_config.yaml`` (the GRPOConfig), ``reference/`` (the
 starting model, so a resumed run needs nothing else), ``checkpoints/step-N/``, ``metrics.jsonl``
 (``kind: grpo`` per step — mean reward, share of zero-variance groups, KL, response length, clip
 fraction, …; ``kind: eval`` — held-out accuracy at step 0, every ``eval_every`` steps and at the end),
-``status.json``, ``grpo_summary.json`` and the final ``model/`` directory. Resume is exact: prompts
+``status.json``, ``grpo_summary.json``, the final ``model/`` directory, and ``logs/`` when ``logging`` asks
+for TensorBoard or W&B (the same records; :mod:`moelab.train.loggers`). Resume is exact: prompts
 and samples depend only on ``(seed, step)``, and model, optimizer and step come from the checkpoint.
 
 Deliberate departures from the seed paper's verl setup:
@@ -55,8 +56,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from moelab.config import DeviceName, LoggingConfig, StrictConfig
 from moelab.data.world import Task, TaskItem
 from moelab.errors import UserError
 from moelab.posttrain.advantages import group_advantages, grpo_loss, zero_variance_share
@@ -69,10 +71,8 @@ SUMMARY_FILE = "grpo_summary.json"
 CONFIG_FILE = "grpo_config.yaml"  # not config.yaml: that name marks a pretraining run directory
 
 
-class GRPOConfig(BaseModel):
+class GRPOConfig(StrictConfig):
     """Every GRPO option; also the ``posttrain:`` section a study file may carry."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     model: str | None = Field(None, description="model, run or checkpoint directory to start from (the CLI's --model)")
     task: str = "reasoning"
@@ -101,8 +101,9 @@ class GRPOConfig(BaseModel):
     checkpoint_every: int = Field(25, gt=0)
     keep_checkpoints: int = Field(2, gt=0)
     precision: Literal["fp32", "bf16"] = "fp32"
-    device: str = "auto"
+    device: DeviceName = "auto"
     seed: int = 0
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="TensorBoard / W&B (moelab.train.loggers)")
 
     @model_validator(mode="after")
     def _check(self) -> "GRPOConfig":
@@ -250,7 +251,7 @@ def _check_same_run(cfg: GRPOConfig, out_dir: Path) -> None:
     saved = load_grpo_config(read_yaml(path), str(path)).model_dump()
     new = cfg.model_dump()
     for key in new:
-        if key not in ("steps", "device", "model") and saved.get(key) != new[key]:
+        if key not in ("steps", "device", "model", "logging") and saved.get(key) != new[key]:
             raise UserError(f"{out_dir} holds a GRPO run with {key}={saved.get(key)!r}, not {new[key]!r}; "
                             f"use another --out to start a new run")
 
@@ -277,9 +278,11 @@ def grpo(
     from moelab.modelio import load_model, save_model_dir
 
     from moelab.resources import check_writable_dir
+    from moelab.train.loggers import require_loggers
 
     out_dir = Path(out_dir)
     check_writable_dir(out_dir, "--out")
+    require_loggers(cfg.logging)
     device = resolve_device(cfg.device)
     task = task if task is not None else get_task(cfg.task, world)
     for split in (cfg.train_split, cfg.eval_split):
@@ -288,7 +291,9 @@ def grpo(
     _check_same_run(cfg, out_dir)
     summary_path = out_dir / SUMMARY_FILE
     if summary_path.is_file():
-        done = json.loads(summary_path.read_text())
+        from moelab.jsonfile import read_json
+
+        done = read_json(summary_path, fix="delete it and run again (GRPO resumes from its last checkpoint)")
         if done.get("steps") == cfg.steps:
             return done
 
@@ -360,7 +365,7 @@ class _Loop:
     def _prompts(self, step: int) -> tuple[list[TaskItem], list[str]]:
         from moelab.eval.accuracy import fewshot_prompts
 
-        pool = self.task.splits[self.cfg.train_split]
+        pool = self.task.items(self.cfg.train_split)
         rng = random.Random(_step_seed(self.cfg.seed, step, "prompts"))
         k = self.cfg.prompts_per_step
         items = rng.sample(pool, k) if k <= len(pool) else [rng.choice(pool) for _ in range(k)]
@@ -436,7 +441,7 @@ class _Loop:
     # -- main ----------------------------------------------------------------------------------
 
     def run(self, max_steps_this_call: int | None) -> dict:
-        from moelab.train.metrics import JsonlLogger
+        from moelab.train.loggers import open_metrics_log
         from moelab.train.trainer import write_status
         from moelab.ui import progress_bar
 
@@ -445,7 +450,8 @@ class _Loop:
         stop = total if max_steps_this_call is None else min(total, self.step + max_steps_this_call)
         self.t0 = time.perf_counter()
         write_status(self.out_dir, "running", self.step, total, "grpo")
-        logger = JsonlLogger(self.out_dir / "metrics.jsonl")
+        logger = open_metrics_log(self.out_dir, cfg.logging, resume_step=self.step, config=cfg.model_dump(mode="json"),
+                                  quiet=not self.progress)
         try:
             if not self.has_initial_eval:
                 logger.log({**self._evaluate(0), "elapsed_s": round(self._elapsed(), 3)})

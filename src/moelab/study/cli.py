@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from moelab.cli_args import positive_int
+
 
 def _print_json(obj) -> None:
     print(json.dumps(obj, indent=2, default=str))
@@ -51,7 +53,14 @@ def cmd_sweep(args) -> int:
                    retry_failed=args.retry_failed, address=args.address, progress=not args.quiet)
     if args.json:
         _print_json(result.to_dict())
-    return 0 if not result.failed else 1
+    if result.failed:  # said on stderr too, so that --quiet and --json runs do not fail without a word
+        import sys
+
+        print(f"moelab: {len(result.failed)} of {result.feasible} runs failed ({', '.join(result.failed[:3])}"
+              f"{', …' if len(result.failed) > 3 else ''}); `moelab status {args.out}` shows why, "
+              f"runs/<id>/error.txt the traceback; re-run with --retry-failed", file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_query(args) -> int:
@@ -85,6 +94,7 @@ def _cell(value) -> str:
 
 
 _STATE_STYLE = {"done": "green", "running": "cyan", "pending": "white", "failed": "red", "diverged": "yellow",
+                "corrupt": "bold red",
                 "infeasible": "dim"}
 
 
@@ -112,7 +122,8 @@ def cmd_status(args) -> int:
         table.add_column(col, overflow="fold")
     for r in rows:
         style = _STATE_STYLE.get(r["state"], "white")
-        step = f"{r['step'] or 0}/{r['total_steps']}" if r["state"] not in ("infeasible", "pending") else "-"
+        shown = r["state"] not in ("infeasible", "pending") and r["total_steps"]  # imported models have no steps
+        step = f"{r['step'] or 0}/{r['total_steps']}" if shown else "-"
         table.add_row(r["run_id"], r["name"] or "-", f"[{style}]{r['state']}[/{style}]", step, r["message"] or "")
     stdout.print(table)
     return 0
@@ -124,8 +135,18 @@ def cmd_plan(args) -> int:
     from moelab.study.plan import plan
     from moelab.study.probe import ProbeUnavailable, estimate_plan
 
+    from moelab.errors import UserError
+
+    emit, out = getattr(args, "emit", None), getattr(args, "out", None)
+    if bool(emit) != bool(out):
+        raise UserError("--emit and --out go together: `moelab plan STUDY --emit megatron --out DIR`")
     study = with_task_files(load_study_config(args.study), getattr(args, "task_file", None))
+    from moelab.study.validate import check_study
+
+    check_study(study)  # exactly what `sweep` would refuse
     runs = plan(study)
+    if emit:
+        return _emit_megatron(args, study, runs)
     note = ""
     try:
         fps = estimate_plan(study, runs, probe=not getattr(args, "no_probe", False),
@@ -156,6 +177,26 @@ def cmd_plan(args) -> int:
     return 0
 
 
+def _emit_megatron(args, study, runs) -> int:
+    """``plan --emit megatron --out DIR``: one Megatron-LM launch script per feasible run."""
+    from moelab.study.megatron import MegatronOptions, write_scripts
+
+    options = MegatronOptions(data_path=args.data_path or "", tokenizer_type=args.tokenizer_type,
+                              tokenizer_model=args.tokenizer_model, micro_batch_size=args.micro_batch_size,
+                              megatron_lm=args.megatron_lm)
+    trained = [r for r in runs if not getattr(r, "imported", False)]  # a study's imported models train elsewhere
+    paths = write_scripts(trained, Path(args.out), study.name, options)
+    skipped = [r for r in runs if not r.feasible]
+    if args.json:
+        _print_json({"out": str(args.out), "scripts": [str(p) for p in paths],
+                     "infeasible": {r.run_id: r.reason for r in skipped}})
+    else:
+        print(f"wrote {len(paths)} Megatron-LM launch scripts to {args.out}"
+              + (f" ({len(skipped)} infeasible points skipped: {skipped[0].run_id}: {skipped[0].reason}"
+                 + (", …" if len(skipped) > 1 else "") + ")" if skipped else ""))
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -167,6 +208,20 @@ def extend_plan_command(plan_parser) -> None:
                              help="measure the throughput again instead of using the cached figure (run it idle)")
     plan_parser.add_argument("--task-file", action="append", metavar="PATH",
                              help="also evaluate this {prompt, answer} task file (repeatable; checked here)")
+    plan_parser.add_argument("--emit", choices=("megatron",),
+                             help="write a launch script per feasible run for another engine (megatron: "
+                                  "Megatron-LM pretrain_gpt.py) into --out instead of printing the plan")
+    plan_parser.add_argument("--out", metavar="DIR", help="--emit: a new or empty folder (or earlier scripts')")
+    plan_parser.add_argument("--data-path", help="--emit megatron: default DATA_PATH (Megatron indexed data)")
+    plan_parser.add_argument("--tokenizer-type", default="HuggingFaceTokenizer",
+                             help="--emit megatron: default TOKENIZER_TYPE (default HuggingFaceTokenizer)")
+    plan_parser.add_argument("--tokenizer-model",
+                             help="--emit megatron: default TOKENIZER_MODEL (default: the study's data.tokenizer)")
+    plan_parser.add_argument("--micro-batch-size", type=positive_int,
+                             help="--emit megatron: sequences per GPU and forward pass (default batch_size // "
+                                  "grad_accum)")
+    plan_parser.add_argument("--megatron-lm", default="Megatron-LM", metavar="DIR",
+                             help="--emit megatron: default MEGATRON_LM, a Megatron-LM checkout")
     plan_parser.set_defaults(func=cmd_plan)
 
 
@@ -179,7 +234,7 @@ def add_study_commands(subparsers) -> None:
     s.add_argument("study", help="STUDY.yaml or a bundled preset name")
     s.add_argument("--out", required=True, help="sweep directory (re-running resumes it)")
     s.add_argument("--executor", default="local", choices=("local", "ray"))
-    s.add_argument("--workers", type=int, help="concurrent runs (default: one per GPU, or cores // 4 on CPU)")
+    s.add_argument("--workers", type=positive_int, help="concurrent runs (default: one per GPU, or cores // 4 on CPU)")
     s.add_argument("--retry-failed", action="store_true", help="run again the runs that failed")
     s.add_argument("--task-file", action="append", metavar="PATH",
                    help="also evaluate every run on this {prompt, answer} task file, e.g. GSM8K (repeatable; "

@@ -59,6 +59,7 @@ class Job:
     uses_cuda: bool = False
     posttrain: dict | None = None  # the study's GRPO options, applied after evaluation
     ttc: dict | None = None  # the study's test-time-compute section
+    imported: dict | None = None  # an imported model's record (moelab.study.imported): evaluate, do not train
 
 
 # ---------------------------------------------------------------- the worker side
@@ -74,7 +75,8 @@ def _one_line(err: BaseException) -> str:
 
 
 def run_job(job: Job, progress: bool = False) -> dict:
-    """Train, then evaluate, one run in ``job.run_dir``; never raises for a run's own failure.
+    """Train, then evaluate, one run in ``job.run_dir`` (an imported model: prepare its run directory,
+    then evaluate); never raises for a run's own failure.
 
     Exceptions become ``{"status": "failed", "error": one line}`` with the traceback in
     ``error.txt``; ``Diverged`` becomes ``{"status": "diverged", "step": N}``.
@@ -85,7 +87,7 @@ def run_job(job: Job, progress: bool = False) -> dict:
     rdir = Path(job.run_dir)
     rdir.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    base = {"run_id": job.run_id, "pid": os.getpid(), "host": os.uname().nodename}
+    base = {"run_id": job.run_id, "pid": os.getpid(), "host": os.uname().nodename, "imported": bool(job.imported)}
     lock = FileLock(rdir / ".lock")
     try:
         lock.acquire(timeout=RUN_LOCK_TIMEOUT_S)
@@ -103,12 +105,18 @@ def run_job(job: Job, progress: bool = False) -> dict:
 
             cfg = RunConfig.model_validate(job.config)
             status = read_status(rdir)
-            if not status or status.get("state") != "done":
-                # the trainer's own "done" must stay: it lets train() return at once on a re-run
-                progress_so_far = {k: status[k] for k in ("step", "total_steps") if status and k in status}
-                write_status(rdir, "running", keep=progress_so_far, message="starting", pid=os.getpid(),
-                             host=base["host"])
-            summary = train(cfg, rdir, progress=progress)
+            if job.imported:  # trained elsewhere: nothing to train, the evaluation below runs once
+                from moelab.study.imported import prepare_run_dir
+
+                write_status(rdir, "running", message="evaluating", pid=os.getpid(), host=base["host"])
+                summary = prepare_run_dir(rdir, job.run_id, job.config, job.imported)
+            else:
+                if not status or status.get("state") != "done":
+                    # the trainer's own "done" must stay: it lets train() return at once on a re-run
+                    progress_so_far = {k: status[k] for k in ("step", "total_steps") if status and k in status}
+                    write_status(rdir, "running", keep=progress_so_far, message="starting", pid=os.getpid(),
+                                 host=base["host"])
+                summary = train(cfg, rdir, progress=progress)
             evaluation = evaluate_run(rdir, cfg, progress=progress)
             if job.ttc:
                 sample_run(rdir, cfg, job.ttc)
@@ -163,14 +171,17 @@ def posttrain_run(rdir: Path, cfg, section: dict, *, progress: bool = False) -> 
     from moelab.posttrain.grpo import grpo, load_grpo_config
 
     gdir = rdir / "grpo"
+    from moelab.jsonfile import json_problem, read_json
+
     cached = gdir / "eval" / "summary.json"
-    if cached.is_file():
+    if cached.is_file() and not json_problem(cached):  # a damaged cache is evaluated again
         return json.loads(cached.read_text())
-    gcfg = load_grpo_config({**section, "model": str(rdir)}, "posttrain")
+    # The study's loggers (base.logging) log the post-training too, unless the section names its own.
+    gcfg = load_grpo_config({"logging": cfg.logging.model_dump(mode="json"), **section, "model": str(rdir)}, "posttrain")
     world = build_world(cfg.data.world)
     grpo(gcfg, gdir, task=get_task(gcfg.task, world), world=world, progress=progress)
     model, tok, _ = load_model(gdir / "model")
-    train_summary = json.loads((rdir / "train_summary.json").read_text())
+    train_summary = read_json(rdir / "train_summary.json")
     evaluation = evaluate_model(model, tok, world, cfg.eval, train_summary=train_summary)
     atomic_write_json(cached, evaluation)
     return evaluation

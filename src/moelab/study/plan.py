@@ -1,9 +1,16 @@
 """The planner: a pure function from a study (budgets × grid) to run configs.
 
 Each member of an iso-FLOP family trains on D = C / (6 · N_active) tokens
-(see :mod:`moelab.accounting` for the convention). Points that cannot run are kept
+(see :mod:`moelab.accounting` for the convention), in D / (batch · seq_len) optimizer steps
+rounded down, or up with ``steps_rounding: ceil`` (the ``paper`` preset). Points that cannot run are kept
 with the reason (k > E, budget below one optimizer step, memory over the limit),
 never silently dropped.
+
+A study's ``models:`` (checkpoints trained elsewhere, :mod:`moelab.study.imported`) become runs
+with ``source`` set and no steps: d, E, k and the parameter counts come from each ``config.json``
+(the only files read: the planner writes nothing), FLOPs = 6 · N_active · tokens, and the budget
+is the study's kind: the tokens for an iso-token study or one without a grid, the FLOPs for an
+iso-FLOP one. A bad entry is a ``UserError``, not an infeasible run: there is nothing to plan around.
 """
 
 from __future__ import annotations
@@ -26,9 +33,9 @@ class PlannedRun:
     d_model: int
     num_experts: int
     top_k: int
-    lr: float
+    lr: float | None  # None for an imported model (not known here)
     init_std: float
-    seed: int
+    seed: int | None
     feasible: bool
     reason: str = ""
     total_params: int = 0
@@ -37,8 +44,14 @@ class PlannedRun:
     tpp: float = 0.0
     train_flops: float = 0.0
     steps: int = 0
-    memory_gb: float = 0.0
+    memory_gb: float = 0.0  # training memory; for an imported model its fp32 weights (evaluation)
     config: RunConfig | None = field(default=None, repr=False)
+    source: str = ""  # an imported model's Hugging Face directory; "" for a run trained here
+    train_log: str | None = None  # an imported model's pretraining-loss CSV, if given
+
+    @property
+    def imported(self) -> bool:
+        return bool(self.source)
 
     @property
     def sparsity(self) -> float:
@@ -54,6 +67,8 @@ class PlannedRun:
             "total_params": self.total_params, "active_params": self.active_params, "tokens": self.tokens,
             "tpp": self.tpp, "train_flops": self.train_flops, "steps": self.steps,
             "memory_gb": round(self.memory_gb, 3), "feasible": self.feasible, "reason": self.reason,
+            "origin": "imported" if self.imported else "trained", "source": self.source or None,
+            "train_log": self.train_log,
         }
 
 
@@ -82,7 +97,35 @@ def _run_id(budget: float, by_tokens: bool, d: int, e: int, k: int, lr: float | 
 
 
 def plan(study: StudyConfig) -> list[PlannedRun]:
-    """Every point of budgets × d × E × k × lr × init_std × seed, feasible or not."""
+    """Every point of budgets × d × E × k × lr × init_std × seed, feasible or not, then every
+    imported model (see the module docstring)."""
+    runs = _grid(study) if study.budgets or study.tokens else []
+    imported = _imported(study)
+    assert not {r.run_id for r in runs} & {r.run_id for r in imported}, "imported ids start with 'hf-', grid ids not"
+    return runs + imported
+
+
+def _imported(study: StudyConfig) -> list[PlannedRun]:
+    from moelab.study.imported import inspect_model, run_ids
+
+    runs = []
+    for i, (entry, run_id) in enumerate(zip(study.models, run_ids([m.path for m in study.models]))):
+        model = inspect_model(entry, i)
+        counts = accounting.param_counts(model)
+        tokens = int(entry.tokens)
+        flops = accounting.training_flops(model, tokens)
+        train = study.base.train.model_copy(update={"tokens": tokens, "steps": None})
+        config = study.base.model_copy(update={"name": run_id, "model": model, "train": train})
+        runs.append(PlannedRun(
+            run_id=run_id, name=accounting.model_name(model), budget=flops if study.budgets else float(tokens),
+            d_model=model.d_model, num_experts=model.num_experts, top_k=model.top_k, lr=None,
+            init_std=model.init_std, seed=None, feasible=True, total_params=counts.total,
+            active_params=counts.active, tokens=tokens, tpp=tokens / counts.total, train_flops=flops,
+            memory_gb=4 * counts.total / 2**30, config=config, source=entry.path, train_log=entry.train_log))
+    return runs
+
+
+def _grid(study: StudyConfig) -> list[PlannedRun]:
     g, base = study.grid, study.base
     lrs = g.lr or [None]
     stds = g.init_std or [None]
@@ -124,10 +167,11 @@ def plan(study: StudyConfig) -> list[PlannedRun]:
         run.total_params, run.active_params = counts.total, counts.active
         run.tokens = int(budget) if by_tokens else accounting.tokens_for_budget(model, budget)
         run.tpp = run.tokens / counts.total
-        run.steps = run.tokens // tokens_per_step
+        run.steps = (-(-run.tokens // tokens_per_step) if study.steps_rounding == "ceil"
+                     else run.tokens // tokens_per_step)
         run.train_flops = accounting.train_flops_per_token(model) * run.steps * tokens_per_step
         run.memory_gb = memory_estimate_gb(model, base.train.batch_size, base.data.seq_len, base.train.grad_accum)
-        if run.steps < 1:
+        if run.tokens < tokens_per_step:
             run.reason = f"budget {budget:.3g} {'tokens' if by_tokens else 'FLOPs'} is below one step ({tokens_per_step} tokens)"
             continue
         if run.memory_gb > study.max_memory_gb:

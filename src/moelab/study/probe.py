@@ -154,11 +154,11 @@ def cached_flops_per_second(device: str = "cpu", *, precision: str = "auto", sec
 
 
 def add_estimates(runs, flops_per_s: float) -> None:
-    """Set ``est_seconds`` (training wall time) on every feasible planned run."""
+    """Set ``est_seconds`` (training wall time) on every feasible planned run trained here."""
     from moelab.study.plan import estimated_seconds
 
     for run in runs:
-        if run.feasible:
+        if run.feasible and not getattr(run, "imported", False):  # imported models are not trained
             run.est_seconds = estimated_seconds(run, flops_per_s)
 
 
@@ -166,8 +166,8 @@ def estimate_plan(study, runs, *, probe: bool = True, refresh: bool = False) -> 
     """Probe (or read the cache; ``refresh`` measures again) for the study's device and precision
     and annotate ``runs``; returns the FLOP/s used, or None when ``probe`` is off. Raises
     :class:`ProbeUnavailable` when the study's device is not on this machine."""
-    if not probe:
-        return None
+    if not probe or not any(r.feasible and not getattr(r, "imported", False) for r in runs):
+        return None  # nothing to train here: no probe
     t = study.base.train
     fps = cached_flops_per_second(t.device, precision=t.precision, refresh=refresh)
     add_estimates(runs, fps)

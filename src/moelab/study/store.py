@@ -7,7 +7,8 @@ renamed into place, so a reader sees the old store or the new one, never half of
 Tables of ``study.duckdb``:
 
 * ``runs`` — one row per planned run (infeasible and pending ones included), keyed by
-  ``run_id``: ``status``, the plan columns (``PlannedRun.row()``), the run's status
+  ``run_id``: ``status``, the plan columns (``PlannedRun.row()``; ``origin`` is ``trained`` or
+  ``imported``, ``source`` an imported model's directory), the run's status
   details (``error``, ``diverged_step``, ``last_finite_step``, ``last_finite_loss``, ``step``,
   ``total_steps``), its train summary
   (keys that clash with a plan column get a ``train_`` prefix), its flat evaluation
@@ -141,10 +142,32 @@ _STABLE = {"error": None, "diverged_step": None, "last_finite_step": None, "last
            "total_steps": None, "status_updated": None, "run_seconds": None}
 # Train-summary keys that repeat the plan (or are bookkeeping): left out of the runs table.
 _SUMMARY_SKIP = {"name", "state", "model_dir", "model_name", "d_model", "num_experts", "top_k", "total_params",
-                 "active_params"}
+                 "active_params", "origin"}
 # Columns that stay text even when every value is missing (all-missing columns are otherwise DOUBLE).
 TEXT_COLUMNS = {"run_id", "name", "status", "reason", "error", "status_updated", "config", "kind", "key", "text",
-                "model_name"}
+                "model_name", "origin", "source", "train_log"}
+
+
+# The per-run files the store reads (relative to the run directory); a damaged one marks the run.
+_RUN_JSON_FILES = ("status.json", "train_summary.json", "eval/summary.json", "grpo/eval/summary.json")
+
+
+def damaged_files(rdir: Path) -> list[str]:
+    """``"NAME (why)"`` for every per-run file of ``rdir`` that exists but cannot be read."""
+    from moelab.jsonfile import json_problem
+
+    found = [f"{name} ({why})" for name in _RUN_JSON_FILES if (why := json_problem(rdir / name))]
+    cfg = rdir / "config.yaml"
+    if cfg.is_file():
+        import yaml
+
+        try:
+            data = yaml.safe_load(cfg.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                found.append("config.yaml (not a mapping)")
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            found.append(f"config.yaml (invalid YAML: {type(err).__name__})")
+    return found
 
 
 def collect(out: str | Path) -> tuple[list[dict], list[dict], list[dict]]:
@@ -188,13 +211,15 @@ def collect(out: str | Path) -> tuple[list[dict], list[dict], list[dict]]:
                     evaluations.append({"run_id": rid, "key": key} | _eval_value(value))
                     row.setdefault(key if key not in row else f"eval/{key}", value)
             saved = rdir / "config.yaml"
-            if saved.is_file():  # the effective config the trainer used (vocab size from the tokenizer)
-                import yaml
+            damaged = damaged_files(rdir)
+            if saved.is_file() and "config.yaml" not in " ".join(damaged):
+                import yaml  # the effective config the trainer used (vocab size from the tokenizer)
 
-                try:
-                    config = yaml.safe_load(saved.read_text()) or config
-                except yaml.YAMLError:
-                    pass
+                config = yaml.safe_load(saved.read_text()) or config
+            if damaged:  # named on the run, never silently dropped or shown as "pending"
+                row["status"] = "corrupt"
+                row["error"] = ("damaged: " + "; ".join(damaged) + " — run the same `moelab sweep` again "
+                                "(it rebuilds what it can) or restore the files")
             for rec in read_jsonl(rdir / "metrics.jsonl"):
                 metrics.append({"run_id": rid, "step": rec.get("step"), "kind": rec.get("kind")}
                                | {k: v for k, v in rec.items() if k not in ("run_id", "step", "kind")})
@@ -365,6 +390,10 @@ def _store_path(out: str | Path) -> Path:
     return store
 
 
+_READ_ONLY = {"enable_external_access": False, "autoinstall_known_extensions": False,
+              "autoload_known_extensions": False, "lock_configuration": True}
+
+
 def query(out: str | Path, sql: str, *, rebuild: bool = False) -> tuple[list[str], list[tuple]]:
     """Run ``sql`` against ``out``'s store (read-only); returns (column names, rows).
 
@@ -373,11 +402,16 @@ def query(out: str | Path, sql: str, *, rebuild: bool = False) -> tuple[list[str
     """
     import duckdb
 
+    if not sql.strip():
+        raise UserError("query: the SQL is empty (e.g. \"SELECT run_id, status FROM runs\")")
     if rebuild and Path(out).is_dir():
         rebuild_store(out)
     store = _store_path(out)
     try:
-        con = duckdb.connect(str(store), read_only=True)
+        # DuckDB's own guards, not SQL parsing: the database is opened read-only, and with external
+        # access off and the configuration locked no statement can read or write any other file
+        # (COPY … TO, EXPORT, ATTACH, read_csv, INSTALL/LOAD) or turn those back on (SET, PRAGMA).
+        con = duckdb.connect(str(store), read_only=True, config=_READ_ONLY)
     except duckdb.Error as err:
         raise UserError(f"{store}: cannot open the results store ({_one_line(err)})") from None
     try:

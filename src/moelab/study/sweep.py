@@ -10,6 +10,10 @@ Layout of ``DIR``: ``study.yaml`` (the study; a different one refuses the direct
 sweep's life, names its PID) and the store (``study.duckdb``, ``results.parquet``,
 ``results.csv``), rebuilt after every finished run.
 
+Imported models (the study's ``models:``, :mod:`moelab.study.imported`) are not trained: their
+run directory is prepared from the checkpoint and evaluated with the same suite (then sampled and
+post-trained when the study asks), exactly once like any run.
+
 Re-running the same command skips done runs, resumes unfinished ones from their last
 checkpoint (the trainer does that), and skips failed runs unless ``retry_failed``. A
 diverged run is a result, not an error: it is kept and not retried (resuming it would
@@ -63,8 +67,9 @@ class SweepResult:
 
 
 def _prepare_out(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: exists and is not a directory")
+    from moelab.outdir import claim_output
+
+    claim_output(out, "sweep")  # a folder of another kind, or not moelab's, is refused before any write
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -89,8 +94,13 @@ def _check_same_study(study: StudyConfig, out: Path) -> bool:
     except UserError:
         raise UserError(f"--out {out}: output directory holds a different study ({path} is not a valid study)") \
             from None
-    if saved.model_dump(mode="json") != study.model_dump(mode="json"):
-        diff = _first_difference(saved.model_dump(mode="json"), study.model_dump(mode="json"))
+    old, new = saved.model_dump(mode="json"), study.model_dump(mode="json")
+    for d in (old, new):  # loggers are operational: turning TensorBoard on does not make another study
+        d["base"].pop("logging", None)
+        if isinstance(d.get("posttrain"), dict):
+            d["posttrain"].pop("logging", None)
+    if old != new:
+        diff = _first_difference(old, new)
         raise UserError(f"--out {out}: output directory holds a different study ({diff}); use a new --out")
     return True
 
@@ -109,20 +119,28 @@ def _first_difference(old, new, path: str = "") -> str:
 def sweep(study: StudyConfig, out: str | Path, *, executor: str = "local", workers: int | None = None,
           retry_failed: bool = False, address: str | None = None, progress: bool = True) -> SweepResult:
     """Train and evaluate every feasible run of ``study`` into ``out``; see the module docstring."""
+    from moelab.study.validate import check_study
+
     out = Path(out)
     started = time.time()
+    check_study(study)  # tasks, splits, task files, sources, GRPO and TTC options: before anything is written
     runs = plan(study)
     feasible = [r for r in runs if r.feasible]
     if not feasible:
         reason = runs[0].reason if runs else "empty grid"
         raise UserError(f"study '{study.name}': no feasible run ({reason})")
+    from moelab.train.loggers import require_loggers
+
     if study.posttrain is not None:  # a bad GRPO option is a one-line error before anything is written
         from moelab.posttrain.grpo import load_grpo_config
 
-        load_grpo_config({**study.posttrain, "model": "."}, "posttrain")
+        require_loggers(load_grpo_config({**study.posttrain, "model": "."}, "posttrain").logging)
+    require_loggers(study.base.logging)  # a missing optional logger: one line here, not a failure per run
+    _check_sources(feasible, out)
     wants_cuda = any(r.config.train.device != "cpu" for r in feasible)
     ex = make_executor(executor, workers=workers, address=address, uses_cuda=wants_cuda)  # checks before writing
     _prepare_out(out)
+    _check_same_study(study, out)  # a different study is refused before the lock file is made
     with SweepLock(out):
         if not _check_same_study(study, out):
             atomic_write_text(out / store.STUDY_FILE, dump_yaml(study))
@@ -145,6 +163,14 @@ def sweep(study: StudyConfig, out: str | Path, *, executor: str = "local", worke
     return result
 
 
+def _check_sources(feasible: list[PlannedRun], out: Path) -> None:
+    """A source is never its own destination: an imported checkpoint may not live inside ``out``."""
+    where = out.resolve()
+    for r in feasible:
+        if r.imported and (Path(r.source).resolve() == where or where in Path(r.source).resolve().parents):
+            raise UserError(f"--out {out}: holds the imported checkpoint {r.source}; use an --out outside it")
+
+
 def _jobs_to_run(feasible: list[PlannedRun], out: Path, retry_failed: bool, result: SweepResult,
                  study: StudyConfig) -> list[Job]:
     jobs = []
@@ -152,14 +178,25 @@ def _jobs_to_run(feasible: list[PlannedRun], out: Path, retry_failed: bool, resu
         rdir = store.run_dir(out, r.run_id)
         status = store.read_status(rdir)
         state = store.run_state(status)
+        if status is None and (rdir / "status.json").exists():  # damaged: say so, then check the run again
+            import warnings
+
+            warnings.warn(f"{rdir / 'status.json'} was damaged; checking {r.run_id} again (training resumes "
+                          "from its last checkpoint, a finished evaluation is kept)")
         if status is None:
             rdir.mkdir(parents=True, exist_ok=True)
             store.write_status(rdir, "pending", message="planned")
         if state in ("done", "diverged") or (state == "failed" and not retry_failed):
             result.skipped.append(r.run_id)
             continue
+        imported = None
+        if r.imported:
+            from moelab.study.imported import import_record
+
+            imported = import_record(r)
         jobs.append(Job(run_id=r.run_id, run_dir=str(rdir), config=r.config.model_dump(mode="json"),
-                        posttrain=study.posttrain, ttc=study.ttc.model_dump() if study.ttc else None))
+                        posttrain=study.posttrain, ttc=study.ttc.model_dump() if study.ttc else None,
+                        imported=imported))
     return jobs
 
 
@@ -172,7 +209,8 @@ def _record(out: Path, outcome: dict) -> dict:
               "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     status = outcome["status"]
     if status == "done":
-        return store.write_status(rdir, "done", keep=keep, message="trained and evaluated", **common)
+        what = "imported and evaluated" if outcome.get("imported") else "trained and evaluated"
+        return store.write_status(rdir, "done", keep=keep, message=what, **common)
     if status == "diverged":
         return store.write_status(rdir, "diverged", keep=keep, step=outcome.get("step"),
                                   message=outcome.get("error") or "diverged", **common)
@@ -206,7 +244,10 @@ class _Display:
                  enabled: bool):
         self.jobs, self.planned, self.out, self.result, self.enabled = jobs, planned, out, result, enabled
         self.pending = {j.run_id for j in jobs}
-        self.flops = {j.run_id: max(planned[j.run_id].train_flops, 1.0) for j in jobs}
+        trained = [planned[j.run_id].train_flops for j in jobs if not j.imported] or [1.0]
+        # an imported model is only evaluated: it weighs as much as an average run to train
+        self.flops = {j.run_id: max(sum(trained) / len(trained) if j.imported else planned[j.run_id].train_flops, 1.0)
+                      for j in jobs}
         self.step0 = {j.run_id: self._steps(j.run_id)[0] for j in jobs}  # resumed runs start part-way
         self.finished_flops = 0.0
         self.t0 = time.time()
@@ -245,7 +286,9 @@ class _Display:
             status = store.read_status(store.run_dir(self.out, rid)) or {}
             step, total = self._steps(rid)
             partial += self.flops[rid] * max(0, step - self.step0[rid]) / max(total, 1)
-            if status.get("state") == "running" and status.get("message") != "planned":
+            if status.get("state") == "running" and self.planned[rid].imported:
+                running.append(f"{rid} eval")
+            elif status.get("state") == "running" and status.get("message") != "planned":
                 running.append(f"{rid} {step}/{total}")
             elif status.get("state") == "done":
                 running.append(f"{rid} eval")
@@ -332,5 +375,8 @@ def sweep_status(out: str | Path) -> list[dict]:
                 row["message"] = status.get("message") or ""
             else:
                 row["message"] = ""
+            damaged = store.damaged_files(store.run_dir(out, rid))
+            if damaged:
+                row["state"], row["message"] = "corrupt", "damaged: " + "; ".join(damaged)
         rows.append(row)
     return rows

@@ -54,7 +54,7 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Ada
     groups = param_groups(model, cfg.weight_decay)
     params = [p for g in groups for _, p in g["params"]]
     assert params, "model has no trainable parameters"
-    kwargs = dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8)
+    kwargs = dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps)
     if _fused_ok(params):
         try:
             return torch.optim.AdamW(groups, fused=True, **kwargs)

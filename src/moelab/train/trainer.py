@@ -48,7 +48,8 @@ from moelab.model.transformer import MoETransformer
 from moelab.train import checkpoint as ckpt
 from moelab.train.distributed import Dist, init_distributed
 from moelab.train.linear_ce import linear_cross_entropy
-from moelab.train.metrics import JsonlLogger, RouterStatsAccumulator, read_jsonl, smoothed, truncate_jsonl
+from moelab.train.loggers import MetricsLog, open_metrics_log, require_loggers
+from moelab.train.metrics import RouterStatsAccumulator, read_jsonl, smoothed, truncate_jsonl
 from moelab.train.objective import micro_batch_losses
 from moelab.train.optim import build_optimizer, lr_at, set_lr
 
@@ -240,10 +241,14 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, max_ste
 
     run_dir = Path(run_dir)
     check_writable_dir(run_dir, "--out")
+    require_loggers(cfg.logging)  # a missing optional logger: one line, before anything is written
     saved = check_same_run(cfg, run_dir)
     status = read_status(run_dir)
     if saved is not None and status and status.get("state") == "done" and (run_dir / "train_summary.json").is_file():
-        return json.loads((run_dir / "train_summary.json").read_text())
+        from moelab.jsonfile import read_json
+
+        return read_json(run_dir / "train_summary.json",
+                         fix="delete it and run again (training resumes from its last checkpoint)")
     if saved is not None and status and status.get("state") == "diverged":
         # Resuming would replay the same steps into the same blow-up (CPU runs are deterministic).
         raise Diverged(int(status.get("step", 0)), status.get("last_finite"))
@@ -364,7 +369,8 @@ class _Loop:
         self._build()
         stop = total if max_steps_this_call is None else min(total, self.step + max_steps_this_call)
         main = self.dist.is_main
-        logger = JsonlLogger(self.run_dir / "metrics.jsonl") if main else None
+        logger = open_metrics_log(self.run_dir, self.cfg.logging, resume_step=self.step, quiet=not self.show_progress,
+                                  config=self.cfg.model_dump(mode="json")) if main else None
         if main:
             write_status(self.run_dir, "running", self.step, total, "training")
         self.t0 = time.perf_counter()
@@ -386,7 +392,7 @@ class _Loop:
             return {"state": "running", "step": self.step, "total_steps": total}
         return self._finish()
 
-    def _loop(self, stop: int, logger: JsonlLogger | None, bar) -> None:
+    def _loop(self, stop: int, logger: MetricsLog | None, bar) -> None:
         t, total, main = self.t, self.s.total_steps, self.dist.is_main
         last_log_time, last_log_tokens = time.perf_counter(), self.step * self.s.tokens_per_step
         router_acc = RouterStatsAccumulator()

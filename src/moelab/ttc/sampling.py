@@ -151,7 +151,7 @@ def sample_task(
     from moelab.eval.tasks import REASONING_STOPS
 
     _check_options(task, split, samples, temperature, top_p, max_new_tokens)
-    items = list(task.splits[split])[:limit] if limit is not None else list(task.splits[split])
+    items = list(task.items(split))[:limit] if limit is not None else list(task.items(split))
     if not items:
         raise UserError(f"task '{task.name}' split '{split}' has no items")
     if any("choices" in it.meta for it in items):
