@@ -24,55 +24,28 @@ def _number(text: str, kind: type) -> float | int:
     return value
 
 
-def positive_int(text: str) -> int:
-    value = _number(text, int)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
+def _bounded(kind: type, ok, requirement: str, name: str):
+    """An argparse type: ``kind`` parsed from the text, refused unless ``ok(value)``."""
+    def parse(text: str):
+        value = _number(text, kind)
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {requirement}, got {text}")
+        return value
+    parse.__name__ = name  # argparse names the type in some messages
+    return parse
 
 
-def nonneg_int(text: str) -> int:
-    value = _number(text, int)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def finite_float(text: str) -> float:
-    return _number(text, float)
-
-
-def positive_float(text: str) -> float:
-    value = _number(text, float)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
-
-
-def nonneg_float(text: str) -> float:
-    value = _number(text, float)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
-def probability(text: str) -> float:
-    """A nucleus mass: 0 < p ≤ 1."""
-    value = _number(text, float)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
-    return value
+positive_int = _bounded(int, lambda v: v >= 1, "a positive integer", "positive_int")
+nonneg_int = _bounded(int, lambda v: v >= 0, "0 or more", "nonneg_int")
+finite_float = _bounded(float, lambda v: True, "a finite number", "finite_float")
+positive_float = _bounded(float, lambda v: v > 0, "positive", "positive_float")
+nonneg_float = _bounded(float, lambda v: v >= 0, "0 or more", "nonneg_float")
+probability = _bounded(float, lambda v: 0 < v <= 1, "in (0, 1]", "probability")  # a nucleus mass
 
 
 def at_least(minimum: int):
     """An integer ≥ ``minimum`` (e.g. bootstrap resamples)."""
-    def parse(text: str) -> int:
-        value = _number(text, int)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-    parse.__name__ = f"int>={minimum}"
-    return parse
+    return _bounded(int, lambda v: v >= minimum, f"at least {minimum}", f"int>={minimum}")
 
 
 def device_name(text: str) -> str:

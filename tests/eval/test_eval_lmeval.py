@@ -290,6 +290,39 @@ def test_lm_evals_own_input_checks_end_in_one_line(setup, tmp_path, capsys):
     assert err.strip().splitlines()[-1].startswith("moelab: error: lm-eval refused the run: ")
 
 
+def test_a_runs_evaluation_includes_the_studys_lm_eval_tasks(setup, tmp_path, monkeypatch):
+    """``eval.lm_eval`` in a run's (or a study's base) config: ``evaluate_run`` runs those harness tasks
+    on the run's model and keeps their metrics in ``eval/summary.json`` under ``lm_eval/<task>``; the
+    study check refuses a task the harness does not know, before anything is written."""
+    pytest.importorskip("lm_eval")
+    pytest.importorskip("accelerate")
+    import shutil
+
+    from moelab.config import RunConfig, StudyConfig, dump_yaml
+    from moelab.eval.run import evaluate_run
+    from moelab.study.validate import check_study
+
+    for key, value in _offline_env(setup["root"]).items():
+        if key.startswith(("HF_", "TOKENIZERS")):
+            monkeypatch.setenv(key, value)
+    cfg = RunConfig.model_validate({"eval": {"tasks": [], "task_files": [str(setup["gen_file"])], "limit": 3,
+                                             "max_new_tokens": MAX_NEW_TOKENS, "lm_eval": [GEN_TASK],
+                                             "lm_eval_include": str(setup["tasks_dir"]), "lm_eval_limit": 3}})
+    run = tmp_path / "run"
+    shutil.copytree(setup["model_dir"], run / "model")
+    (run / "config.yaml").write_text(dump_yaml(cfg))
+    (run / "train_summary.json").write_text("{}")
+    summary = evaluate_run(run, cfg, progress=False)
+    assert set(summary["lm_eval"]) == {GEN_TASK} and 0 <= summary["lm_eval"][GEN_TASK]["exact_match"] <= 1
+    assert json.loads((run / "eval" / "summary.json").read_text())["lm_eval"] == summary["lm_eval"]
+    assert (run / "eval" / "lm-eval" / f"samples_{GEN_TASK}.jsonl").is_file()
+
+    study = StudyConfig.model_validate({"tokens": [1e5], "base": {"eval": {
+        "tasks": [], "lm_eval": ["moelab_no_such_task"], "lm_eval_include": str(setup["tasks_dir"])}}})
+    with pytest.raises(UserError, match="base.eval.lm_eval: lm-eval task.*moelab_no_such_task"):
+        check_study(study)
+
+
 def test_summarize_and_json_of_harness_results():
     import numpy as np
 

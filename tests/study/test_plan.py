@@ -108,3 +108,20 @@ def test_cpu_presets_are_in_the_papers_regime(preset):
     calibrated = WorldConfig()
     assert world.reasoning_tasks == calibrated.reasoning_tasks and world.addition_digits == calibrated.addition_digits
     assert world.qa_repeats == calibrated.qa_repeats and world.knowledge_attributes == calibrated.knowledge_attributes
+
+
+def test_plan_rows_carry_the_active_count_the_name_uses():
+    """``active_params`` is exact (router included); the name's ``A…`` is the router-free count, which the
+    row carries too (``moelab advise`` names its recommendation with it) and which does not depend on E."""
+    from moelab.accounting import human_count
+    from moelab.config import load_study_config
+    from moelab.study.plan import plan
+
+    rows = [r.row() for r in plan(load_study_config("paper")) if r.feasible]
+    for row in rows:
+        assert row["active_params"] - row["active_params_without_router"] == 16 * row["d_model"] * row["num_experts"]
+        assert row["name"].endswith(f"-A{human_count(row['active_params_without_router'])}")
+    by_shape: dict = {}
+    for row in rows:
+        by_shape.setdefault((row["d_model"], row["top_k"]), set()).add(row["active_params_without_router"])
+    assert all(len(counts) == 1 for counts in by_shape.values())

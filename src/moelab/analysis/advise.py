@@ -149,8 +149,12 @@ def advise(study_dir: str | Path, budget: float, task_family: str, *, metric: st
         e = _pow2(e_cont, int(k))
         total = alpha + beta * e
         active = num(nearest.best.get("active_params"))
+        # The paper's names count active parameters without the router, a count that does not depend
+        # on E (embeddings, attention and k experts); older stores lack the column: no name then.
+        named_active = num(nearest.best.get("active_params_without_router"))
         rec = {"d_model": int(d), "num_experts": e, "top_k": int(k), "sparsity": 1 - int(k) / e,
-               "name": f"d{int(d)}-E{e}-k{int(k)}-{human_count(total)}-A{human_count(active)}" if active else None,
+               "name": f"d{int(d)}-E{e}-k{int(k)}-{human_count(total)}-A{human_count(named_active)}"
+               if named_active else None,
                "total_params": total, "active_params": active, "tokens": tokens, "tpp": tokens / total,
                "experts_continuous": e_cont, "measured_experts": measured_e,
                "experts_outside_measured": not (min(measured_e) <= e <= max(measured_e))}

@@ -63,7 +63,7 @@ _INSTALL_HINT = "lm-eval is not installed; install the optional extra: pip insta
 _CPU_BATCH = 16
 
 
-def _require_lm_eval():
+def require_lm_eval():
     try:
         import lm_eval
         import lm_eval.tasks  # noqa: F401  (TaskManager)
@@ -82,7 +82,7 @@ def _is_hf_mixtral(path: Path) -> bool:
         return False
 
 
-def _task_manager(tasks: Sequence[str], include_path: str | Path | None):
+def task_manager(tasks: Sequence[str], include_path: str | Path | None):
     """A TaskManager that knows ``tasks``; scans lm-eval's ~15k built-in YAMLs (slow) only when needed."""
     from lm_eval.tasks import TaskManager
 
@@ -134,7 +134,7 @@ def run_lm_eval(
     for CUDA (autocast, fp32 weights). ``output`` (a directory) receives ``results.json`` and
     ``samples_<task>.jsonl``. See the module docstring for how this aligns with moelab's numbers.
     """
-    lm_eval = _require_lm_eval()
+    lm_eval = require_lm_eval()
     tasks = list(tasks)
     if not tasks:
         raise UserError("lm-eval: give at least one task")
@@ -155,7 +155,7 @@ def run_lm_eval(
     src = Path(model_path).expanduser()
     if not src.is_dir():  # before the task index, which can take seconds to build
         raise UserError(f"{src}: no such model directory")
-    manager = _task_manager(tasks, include_path)
+    manager = task_manager(tasks, include_path)
 
     with tempfile.TemporaryDirectory(prefix="moelab-lmeval-") as tmp:
         if _is_hf_mixtral(src):

@@ -39,7 +39,8 @@ class PlannedRun:
     feasible: bool
     reason: str = ""
     total_params: int = 0
-    active_params: int = 0
+    active_params: int = 0  # exact: the router's d·E weights included
+    active_params_without_router: int = 0  # the count the name's A… uses
     tokens: int = 0
     tpp: float = 0.0
     train_flops: float = 0.0
@@ -64,7 +65,8 @@ class PlannedRun:
             "num_experts": self.num_experts, "top_k": self.top_k,
             "sparsity": self.sparsity if self.top_k <= self.num_experts else None,
             "lr": self.lr, "init_std": self.init_std, "seed": self.seed,
-            "total_params": self.total_params, "active_params": self.active_params, "tokens": self.tokens,
+            "total_params": self.total_params, "active_params": self.active_params,
+            "active_params_without_router": self.active_params_without_router, "tokens": self.tokens,
             "tpp": self.tpp, "train_flops": self.train_flops, "steps": self.steps,
             "memory_gb": round(self.memory_gb, 3), "feasible": self.feasible, "reason": self.reason,
             "origin": "imported" if self.imported else "trained", "source": self.source or None,
@@ -120,7 +122,7 @@ def _imported(study: StudyConfig) -> list[PlannedRun]:
             run_id=run_id, name=accounting.model_name(model), budget=flops if study.budgets else float(tokens),
             d_model=model.d_model, num_experts=model.num_experts, top_k=model.top_k, lr=None,
             init_std=model.init_std, seed=None, feasible=True, total_params=counts.total,
-            active_params=counts.active, tokens=tokens, tpp=tokens / counts.total, train_flops=flops,
+            active_params=counts.active, active_params_without_router=counts.active_without_router, tokens=tokens, tpp=tokens / counts.total, train_flops=flops,
             memory_gb=4 * counts.total / 2**30, config=config, source=entry.path, train_log=entry.train_log))
     return runs
 
@@ -165,6 +167,7 @@ def _grid(study: StudyConfig) -> list[PlannedRun]:
         counts = accounting.param_counts(model)
         run.name = accounting.model_name(model)
         run.total_params, run.active_params = counts.total, counts.active
+        run.active_params_without_router = counts.active_without_router
         run.tokens = int(budget) if by_tokens else accounting.tokens_for_budget(model, budget)
         run.tpp = run.tokens / counts.total
         run.steps = (-(-run.tokens // tokens_per_step) if study.steps_rounding == "ceil"

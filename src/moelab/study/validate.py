@@ -89,8 +89,26 @@ def check_tasks(study: StudyConfig) -> None:
         _split(task, cfg.eval_split, "posttrain.eval_split")
 
 
+def check_lm_eval(study: StudyConfig) -> None:
+    """``eval.lm_eval``: the harness is installed and knows every task (its index takes seconds to build,
+    so only when the study asks for lm-eval)."""
+    ev = study.base.eval
+    if not ev.lm_eval:
+        return
+    from moelab.eval.lmeval import require_lm_eval, task_manager
+
+    require_lm_eval()
+    if ev.lm_eval_include is not None and not Path(ev.lm_eval_include).expanduser().is_dir():
+        raise UserError(f"base.eval.lm_eval_include: {ev.lm_eval_include}: no such directory")
+    try:
+        task_manager(ev.lm_eval, ev.lm_eval_include)
+    except UserError as err:
+        raise UserError(f"base.eval.lm_eval: {err}") from None
+
+
 def check_study(study: StudyConfig) -> None:
     """Every check above; the first problem is a one-line ``UserError``."""
     check_grid(study)
     check_sources(study)
     check_tasks(study)
+    check_lm_eval(study)
