@@ -155,6 +155,14 @@ def test_a_missing_logger_is_one_line_before_anything_is_written(tmp_path, tiny_
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "moelab[logging]" in err and "logging." in err
     assert not (tmp_path / "cli-run").exists()
+    # a study asking for it: `plan` refuses it as `sweep` would
+    from moelab.config import StudyConfig
+
+    study = StudyConfig.model_validate({"tokens": [1e5], "base": cfg.model_dump(mode="json")})
+    (tmp_path / "study.yaml").write_text(dump_yaml(study))
+    assert main(["plan", str(tmp_path / "study.yaml"), "--no-probe"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "moelab[logging]" in err
 
 
 def test_run_names_and_scalars(tmp_path):

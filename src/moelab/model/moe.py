@@ -164,20 +164,28 @@ _CPU_MIN_ROWS_PER_EXPERT = 8
 _CPU_ROW_ALIGN = 32
 
 
-def cpu_max_padding(num_experts: int) -> float:
+# What one expert's three oneDNN products (forward, both gradients) cost on CPU in bf16 beyond
+# their arithmetic, in FLOPs of batched-matmul work: ≈0.04 ms per expert at ≈350 GFLOP/s,
+# i.e. ≈14 MFLOP (measured, see cpu_max_padding); half of it is used, for a margin.
+_CPU_BF16_EXPERT_OVERHEAD_FLOPS = 7e6
+
+
+def cpu_max_padding(num_experts: int, num_slots: int, d_model: int, hidden: int) -> float:
     """How many padded rows per routed slot the batched (equal-group, ``bmm``) expert path may
     cost on CPU in bf16 before the ragged ``grouped_mm`` is used instead.
 
-    Why: CPU bf16 ``grouped_mm`` runs one oneDNN matmul per expert, with a per-expert cost
-    that dominates for the presets' small experts; one ``bmm`` over equal groups pays it once.
-    Measured forward + backward of one expert projection (one core, torch 2.13, Zen 5), ragged
-    vs batched at the padding that balanced random routing gives: E=4 D64 F64 N=4096 0.50 vs
-    0.37 ms; E=8 D128 F128 N=4096 1.47 vs 1.18; E=16 D64 F128 N=2048 0.99 vs 0.38; E=64 D32
-    F16 N=8192 2.98 vs 0.24 ms. Since the batched cost grows with the padding and the ragged
-    one with the number of experts, the allowance grows with E: 1 + E/32 stays inside every
-    crossover measured (≈1.3 at E=4-8, ≈2.6 at E=16, > 10 at E=64).
+    Why: CPU bf16 ``grouped_mm`` runs one oneDNN matmul per expert, with a fixed cost per
+    expert that dominates for the presets' small experts; one ``bmm`` over equal groups pays it
+    once but computes the padding. The batched path wins while its extra FLOPs,
+    ``(padding - 1) · 6·S·D·F``, cost less than the ragged path's ``E`` per-expert overheads.
+    Measured (forward + backward of one projection, one core, torch 2.13, Zen 5; crossover
+    padding where ``bmm`` stops winning): D64 F128 S2048 — 1.5 / 1.9 / 2.9 / 6.4 at E = 4 / 8 /
+    16 / 64; D128 F256 S4096 — 1.2 / 1.25 / 1.5 / 2.3; D32 F32 S8192 — 1.6 / 2.3 / 3.9 / 9.7.
+    The model with the full overhead predicts these within ≈ 30 %; with half of it, it stays
+    below every one of them.
     """
-    return 1.0 + num_experts / 32
+    work = 6.0 * num_slots * d_model * hidden
+    return 1.0 + num_experts * _CPU_BF16_EXPERT_OVERHEAD_FLOPS / work
 
 
 class GroupedExperts(nn.Module):
@@ -315,7 +323,10 @@ class MoE(nn.Module):
             return self._combine(y_SD, route, counts_E, (B, T, D))
         dtype = self.experts.compute_dtype(x_ND.device, num_slots)
         align = self.experts.row_align(x_ND.device, dtype)
-        plan = dispatch(route.idx_NK, self.num_experts, align, cpu_max_padding(self.num_experts) if align > 1 else None)
+        pad = None
+        if align > 1:
+            pad = cpu_max_padding(self.num_experts, num_slots, D, self.experts.w_gate.shape[-1])
+        plan = dispatch(route.idx_NK, self.num_experts, align, pad)
         # Cast before the gather: N rows to convert instead of N*K. Gathers use index_select, not
         # x[idx]: on CPU its backward (index_add_) is faster than indexing's accumulating
         # index_put_, ≈5% of the issue-7 reference training step.

@@ -123,19 +123,12 @@ def sweep(study: StudyConfig, out: str | Path, *, executor: str = "local", worke
 
     out = Path(out)
     started = time.time()
-    check_study(study)  # tasks, splits, task files, sources, GRPO and TTC options: before anything is written
+    check_study(study)  # tasks, splits, files, GRPO/TTC options, loggers, lm-eval: before anything is written
     runs = plan(study)
     feasible = [r for r in runs if r.feasible]
     if not feasible:
         reason = runs[0].reason if runs else "empty grid"
         raise UserError(f"study '{study.name}': no feasible run ({reason})")
-    from moelab.train.loggers import require_loggers
-
-    if study.posttrain is not None:  # a bad GRPO option is a one-line error before anything is written
-        from moelab.posttrain.grpo import load_grpo_config
-
-        require_loggers(load_grpo_config({**study.posttrain, "model": "."}, "posttrain").logging)
-    require_loggers(study.base.logging)  # a missing optional logger: one line here, not a failure per run
     _check_sources(feasible, out)
     wants_cuda = any(r.config.train.device != "cpu" for r in feasible)
     ex = make_executor(executor, workers=workers, address=address, uses_cuda=wants_cuda)  # checks before writing

@@ -4,9 +4,10 @@
     check_study(study)          # UserError naming the first problem; writes nothing
 
 A config validates field by field when it loads (types, ranges, unknown keys, non-finite numbers,
-repeated YAML keys). What needs more than one field, or the world, is checked here: the evaluation
-tasks and task files exist, every data source's file exists, the post-training and test-time-compute
-sections name tasks and splits that exist, and no two grid points are the same run. Without it, a
+repeated YAML keys). What needs more than one field, the world or an installed package is checked
+here: the evaluation tasks and task files exist, every data source's file exists, the post-training and
+test-time-compute sections name tasks and splits that exist, no two grid points are the same run, the
+experiment loggers asked for are installed, and lm-eval knows the ``eval.lm_eval`` tasks. Without it, a
 misspelt task trained every model first and failed after.
 """
 
@@ -106,9 +107,21 @@ def check_lm_eval(study: StudyConfig) -> None:
         raise UserError(f"base.eval.lm_eval: {err}") from None
 
 
+def check_loggers(study: StudyConfig) -> None:
+    """The optional experiment loggers the study asks for are installed (else one line, not a failure per run)."""
+    from moelab.train.loggers import require_loggers
+
+    require_loggers(study.base.logging)
+    if study.posttrain is not None:
+        from moelab.posttrain.grpo import load_grpo_config
+
+        require_loggers(load_grpo_config({**study.posttrain, "model": "."}, "posttrain").logging)
+
+
 def check_study(study: StudyConfig) -> None:
     """Every check above; the first problem is a one-line ``UserError``."""
     check_grid(study)
     check_sources(study)
     check_tasks(study)
+    check_loggers(study)
     check_lm_eval(study)
