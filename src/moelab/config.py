@@ -369,7 +369,8 @@ class StudyConfig(StrictConfig):
 def load_study_config(path_or_preset: str | Path) -> StudyConfig:
     """A study file path, or the name of a bundled preset (``smoke``, ``demo``, ``paper``…)."""
     path = Path(path_or_preset)
-    if not path.exists() and not str(path_or_preset).endswith((".yaml", ".yml")):
+    # A bare name is a preset unless a file of that name exists (a folder called `smoke` is not a study)
+    if not path.is_file() and not str(path_or_preset).endswith((".yaml", ".yml")):
         preset = preset_path(str(path_or_preset))
         if preset is None:
             known = ", ".join(list_presets())

@@ -543,6 +543,7 @@ GOOD = [
     ("import-hf-again-into-own-model", lambda d, a: ["import-hf", a / "hf", copy_of("run/model")(d, a)]),
     ("eval-a-grpo-output", lambda d, a: ["eval", "taskloss", "--model", _fake_grpo_output(d, a), "--task",
                                          "knowledge", "--limit", "2"]),
+    ("demo-preset-named-like-a-folder", lambda d, a: (d / "demo").mkdir() or ["plan", "demo", "--no-probe"]),
     ("train-into-empty-folder", lambda d, a: (d / "out").mkdir() or ["train", a / "run.yaml", "--out", d / "out",
                                                                        "--quiet"]),
 ]
