@@ -374,7 +374,8 @@ def load_study_config(path_or_preset: str | Path) -> StudyConfig:
         preset = preset_path(str(path_or_preset))
         if preset is None:
             known = ", ".join(list_presets())
-            raise UserError(f"unknown study preset or file '{path_or_preset}' (presets: {known})")
+            what = "is a directory, not a study file or preset" if path.is_dir() else "unknown study preset or file"
+            raise UserError(f"{what} '{path_or_preset}' (presets: {known})")
         path = preset
     return validate(StudyConfig, read_yaml(path), str(path_or_preset))
 

@@ -204,6 +204,7 @@ CASES = [
     Case("train-out-holds-other-run", "different run", train_into(copy_of("run"))),
     # ---- plan: the study
     Case("plan-missing-file", "unknown study preset or file", lambda d, a: ["plan", "nosuchpreset", "--no-probe"]),
+    Case("plan-a-directory", "is a directory, not a study file", lambda d, a: ["plan", a / "sweep", "--no-probe"]),
     Case("plan-negative-budget", "budget must be positive", plan(study(tokens=[], budgets=[-1e12]))),
     Case("plan-budget-inf", "budgets.0: Input should be a finite number",
          lambda d, a: ["plan", _w(d / "s.yaml", "name: s\nbudgets: [.inf]\n"), "--no-probe"]),
