@@ -3,6 +3,7 @@
     python benchmarks/compare_hf.py              # issue-7 reference configuration, < 5 min on 2 CPU cores
     python benchmarks/compare_hf.py --quick      # tiny configuration, seconds (format check)
     python benchmarks/compare_hf.py --threads 1 --repeats 5 --json out.json
+    python benchmarks/compare_hf.py --preset-sizes --threads 1   # the CPU presets' model sizes, < 5 min
 
 Protocol (public tools only: torch, transformers, moelab):
 
@@ -29,6 +30,13 @@ width 512, vocabulary 8192; sequence 256, batch 8):
 Before timing, parity is checked on the same inputs in fp32: scored NLLs agree and greedy
 generations are identical. The last line is ``ratio train=X.XX score=X.XX generate=X.XX``
 (moelab tokens/s over HF tokens/s, each side at its best precision).
+
+``--preset-sizes`` runs the same comparison at each of ``PRESET_SIZES`` — the model sizes the
+CPU presets train (d32–d128, 2–4 layers, E 1–64, k 1–4, vocabulary 512–2048; sequence 128,
+batch 16) — with fewer repeats, prints one ``size NAME train=… score=… generate=…`` line per
+size, and ends with ``ratio train=… score=… generate=…``, the medians over the sizes. HF runs
+eagerly here: ``torch.compile`` of HF's model was not measured at these sizes (its compilation
+alone would exceed this mode's 5-minute budget).
 """
 
 from __future__ import annotations
@@ -53,6 +61,18 @@ from moelab.model.generate import generate
 
 QUICK = dict(d_model=64, layers=2, heads=4, experts=4, top_k=2, expert_hidden=96, vocab=512, seq=32, batch=4,
              new_tokens=8, prompt_len=8, repeats=2)
+
+# The CPU presets' sizes (demo.yaml, paper-cpu*.yaml, the planner's CPU probe): head dim 16,
+# expert width 2d/k (per_k), sequence 128, batch 16.
+_PRESET = dict(seq=128, batch=16)
+PRESET_SIZES = [
+    dict(d_model=64, layers=2, heads=4, experts=1, top_k=1, expert_hidden=128, vocab=512, **_PRESET),
+    dict(d_model=64, layers=2, heads=4, experts=4, top_k=2, expert_hidden=64, vocab=512, **_PRESET),
+    dict(d_model=64, layers=2, heads=4, experts=16, top_k=1, expert_hidden=128, vocab=512, **_PRESET),
+    dict(d_model=48, layers=2, heads=3, experts=64, top_k=4, expert_hidden=24, vocab=512, **_PRESET),
+    dict(d_model=32, layers=2, heads=2, experts=16, top_k=2, expert_hidden=32, vocab=512, **_PRESET),
+    dict(d_model=128, layers=4, heads=8, experts=8, top_k=2, expert_hidden=128, vocab=2048, **_PRESET),
+]
 
 
 def build_pair(cfg: ModelConfig, seed: int, device: torch.device):
@@ -176,8 +196,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", help="also write the full results to this file")
-    p.set_defaults(repeats=5)
+    p.add_argument("--preset-sizes", action="store_true",
+                   help="compare at each of the CPU presets' model sizes (PRESET_SIZES) and print the medians")
+    p.set_defaults(repeats=None)
     args = p.parse_args(argv)
+    if args.repeats is None:
+        args.repeats = 3 if args.preset_sizes else 5
     from moelab.cpu_alloc import keep_freed_memory
 
     keep_freed_memory()  # as the moelab CLI does; process-wide, so HF's runs get it too
@@ -193,11 +217,40 @@ def main(argv: list[str] | None = None) -> int:
 
     hf_logging.set_verbosity_error()
 
+    device = bench.resolve_device(args.device)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC  {bench.device_name(device)}"
+          f"  load={load:.2f}  torch {torch.__version__}")
+    if not args.preset_sizes:
+        ratios, results = compare(args, workloads, precisions, device)
+    else:
+        per_size, results = {}, {"sizes": {}}
+        for size in PRESET_SIZES:
+            size_args = argparse.Namespace(**{**vars(args), **size})
+            r, res = compare(size_args, workloads, precisions, device, quiet=True)
+            name = res["model"]
+            per_size[name], results["sizes"][name] = r, res
+            print(f"size {name:22s} " + " ".join(f"{w}={r[w]:.2f}" for w in ("train", "score", "generate") if w in r)
+                  + "   (best: " + ", ".join(f"{w} {v['best']['moelab']}/{v['best']['hf']}"
+                                           for w, v in res["workloads"].items()) + ")", flush=True)
+        print(f"# load average after: {os.getloadavg()[0]:.2f}")
+        ratios = {w: statistics.median(r[w] for r in per_size.values())
+                  for w in ("train", "score", "generate") if w in workloads}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), **results}, f, indent=2)
+    print("ratio " + " ".join(f"{w}={ratios[w]:.2f}" for w in ("train", "score", "generate") if w in ratios))
+    return 0
+
+
+def compare(args, workloads: list[str], precisions: list[str], device: torch.device, *,
+            quiet: bool = False) -> tuple[dict, dict]:
+    """moelab vs HF at the configuration in ``args``: best-vs-best ratio per workload, and details."""
+    say = (lambda *a, **k: None) if quiet else print
     cfg = bench.model_config_from_args(args, "compare_hf")
     cfg = cfg.model_copy(update={"max_seq_len": max(args.seq, args.prompt_len + args.new_tokens)})
     spec = bench.BenchSpec(mode="score", cfg=cfg, batch=args.batch, seq=args.seq, new_tokens=args.new_tokens,
                            prompt_len=args.prompt_len, seed=args.seed)
-    device = bench.resolve_device(args.device)
     moe, hf = build_pair(cfg, args.seed, device)
     gen = torch.Generator().manual_seed(args.seed + 1)
     ids = torch.randint(0, cfg.vocab_size, (args.batch, args.seq + 1), generator=gen).to(device)
@@ -206,16 +259,15 @@ def main(argv: list[str] | None = None) -> int:
     prompts_g = bench.generate_prompts(spec, cfg.vocab_size)
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC  {bench.device_name(device)}"
-          f"  load={load:.2f}  torch {torch.__version__}")
-    print(f"# {bench.model_summary(cfg)['name']}  seq={args.seq} batch={args.batch}  "
-          f"generate: prompt {args.prompt_len} + {args.new_tokens} new")
+    say(f"# {bench.model_summary(cfg)['name']}  seq={args.seq} batch={args.batch}  "
+        f"generate: prompt {args.prompt_len} + {args.new_tokens} new")
     parity = check_parity(moe, hf, args, prompts_s, answers_s, prompts_g)
-    print(f"# parity (fp32): score NLL max |diff| {parity['score_nll_max_abs_diff']:.2e}, "
+    print(f"# {'parity (fp32)' if not quiet else bench.model_summary(cfg)['name'] + ' parity (fp32)'}: "
+          f"score NLL max |diff| {parity['score_nll_max_abs_diff']:.2e}, "
           f"greedy tokens identical: {parity['greedy_tokens_identical']}")
 
     tokens = {"train": args.batch * args.seq, "score": args.batch * args.seq, "generate": args.batch * args.new_tokens}
-    results: dict = {"parity": parity, "load_before": load, "workloads": {}}
+    results: dict = {"model": bench.model_summary(cfg)["name"], "parity": parity, "load_before": load, "workloads": {}}
     ratios = {}
     for work in ("train", "score", "generate"):
         if work not in workloads:
@@ -237,23 +289,19 @@ def main(argv: list[str] | None = None) -> int:
             secs = alternate(fns, device, repeats=args.repeats, warmup=warmup)
             per[prec] = {side: {"seconds": s, "tokens_per_s": tokens[work] / statistics.median(s)}
                          for side, s in secs.items()}
-            print(f"{work:9s} {prec:5s} moelab {per[prec]['moelab']['tokens_per_s']:9.0f} tok/s   "
+            say(f"{work:9s} {prec:5s} moelab {per[prec]['moelab']['tokens_per_s']:9.0f} tok/s   "
                   f"hf {per[prec]['hf']['tokens_per_s']:9.0f} tok/s   "
                   f"x{per[prec]['moelab']['tokens_per_s'] / per[prec]['hf']['tokens_per_s']:.2f}", flush=True)
         best = {side: max(precisions, key=lambda q: per[q][side]["tokens_per_s"]) for side in ("moelab", "hf")}
         ratio = per[best["moelab"]]["moelab"]["tokens_per_s"] / per[best["hf"]]["hf"]["tokens_per_s"]
         ratios[work] = ratio
         results["workloads"][work] = {"per_precision": per, "best": best, "ratio": ratio}
-        print(f"{work:9s} best  moelab {best['moelab']} vs hf {best['hf']}: x{ratio:.2f}", flush=True)
+        say(f"{work:9s} best  moelab {best['moelab']} vs hf {best['hf']}: x{ratio:.2f}", flush=True)
 
     load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     results["load_after"] = load_after
-    print(f"# load average after: {load_after:.2f}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"args": vars(args), **results}, f, indent=2)
-    print("ratio " + " ".join(f"{w}={ratios[w]:.2f}" for w in ("train", "score", "generate") if w in ratios))
-    return 0
+    say(f"# load average after: {load_after:.2f}")
+    return ratios, results
 
 
 if __name__ == "__main__":

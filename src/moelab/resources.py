@@ -74,6 +74,8 @@ def effective_model(cfg: RunConfig) -> ModelConfig:
 
 
 def _bf16(cfg: RunConfig, device_type: str) -> bool:
+    # 'auto' on CPU may resolve to bf16 by measurement (moelab.train.precision); fp32 activations
+    # are the larger estimate, so the memory check keeps assuming them there.
     return cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and device_type == "cuda")
 
 

@@ -3,7 +3,8 @@
 * ``attend``: every path (the CPU bf16 single-query upcast and the CPU bf16 matmul attention
   included) vs fp32 SDPA, with causal, padding-mask and grouped-KV inputs; matmul attention's
   gradients too.
-* Row-padded expert groups (CPU bf16): the same MoE outputs and gradients as exact groups.
+* Row-padded expert groups (CPU bf16): the same MoE outputs and gradients as exact groups;
+  the batched (equal-group ``bmm``) expert path: the ragged path's, and which one the rule takes.
 * The embedding-bag slot path (CPU decoding): the grouped path's and the loop oracle's outputs.
 * KV cache without padding (mask-free SDPA) vs with a mask; cached generation vs full forward.
 * ``cached_weight_casts``: identical outputs, and a weight change is picked up.
@@ -128,6 +129,55 @@ def test_padded_expert_groups_give_the_exact_groups_results(monkeypatch):
     torch.testing.assert_close(gx32, gx1, atol=1e-2, rtol=1e-2)
     for name in gp1:
         torch.testing.assert_close(gp32[name], gp1[name], atol=1e-2, rtol=1e-2, msg=name)
+
+
+def test_dispatch_pads_every_group_to_the_largest_within_the_allowance():
+    idx_NK = torch.tensor([[2, 0], [0, 1], [2, 1], [2, 0]])  # counts 3, 2, 3, 0 over 8 slots
+    plan = dispatch(idx_NK, 4, row_align=4, max_padding=2.0)  # 4 groups of 4 rows = 2 per slot
+    assert plan.capacity == 4 and plan.offs_E.tolist() == [4, 8, 12, 16]
+    for slot, row in enumerate(plan.row_of_slot_S.tolist()):
+        assert plan.token_R[row] == slot // 2 and row // 4 == idx_NK.reshape(-1)[slot]
+    assert dispatch(idx_NK, 4, row_align=4, max_padding=1.9).capacity is None  # over the allowance: ragged
+    assert dispatch(idx_NK, 4, row_align=4).capacity is None
+
+
+@pytest.mark.parametrize("E,k", [(8, 2), (16, 1), (64, 4)])
+def test_batched_expert_path_gives_the_ragged_results_and_is_taken_by_the_rule(monkeypatch, E, k):
+    torch.manual_seed(E)
+    layer = MoE(d_model=32, num_experts=E, top_k=k, hidden=48)
+    for p in layer.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    x = torch.randn(4, 64, 32)
+    taken = []
+    real_dispatch, real_rule = moe_mod.dispatch, moe_mod.cpu_max_padding
+
+    def spy(*args, **kw):
+        plan = real_dispatch(*args, **kw)
+        taken.append(plan.capacity is not None)
+        return plan
+
+    monkeypatch.setattr(moe_mod, "dispatch", spy)
+
+    def run(allowance):
+        monkeypatch.setattr(moe_mod, "cpu_max_padding", lambda *a: allowance)
+        layer.zero_grad()
+        xi = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y, _ = layer(xi)
+        y.float().square().sum().backward()
+        return y.float(), xi.grad, {n: p.grad.clone() for n, p in layer.named_parameters()}
+
+    ragged = run(0.0)
+    batched = run(float(E))  # any routing fits
+    assert taken == [False, True]
+    torch.testing.assert_close(batched[0], ragged[0], **BF16_TOL)
+    torch.testing.assert_close(batched[1], ragged[1], **BF16_TOL)
+    for name in ragged[2]:
+        torch.testing.assert_close(batched[2][name], ragged[2][name], **BF16_TOL, msg=name)
+    # the rule itself: small experts at the presets' sizes take the batched path at ≈2x padding,
+    # big ones only when nearly balanced (measured crossovers in cpu_max_padding's docstring)
+    assert real_rule(16, 2048, 64, 128) > 2.0
+    assert real_rule(4, 4096, 128, 256) < 1.1
 
 
 @pytest.mark.parametrize("E,k,N", [(4, 2, 6), (8, 2, 5), (16, 3, 9), (1, 1, 3)])

@@ -5,6 +5,7 @@ import json
 import shutil
 import struct
 import sys
+import time
 
 import pytest
 
@@ -88,6 +89,7 @@ def test_loggers_log_metrics_jsonl_and_continue_after_a_resume(tmp_path, tiny_cf
     assert train(cfg, run, progress=False, max_steps_this_call=6)["step"] == 6  # checkpoints 4 and 6
     # A crash after step 6 was logged but before its checkpoint: the run resumes from step 4 and replays 5, 6.
     shutil.rmtree(run / "checkpoints" / "step-6")
+    time.sleep(1.1)  # W&B names an offline run folder by the second it starts: keep the two starts apart
     summary = train(cfg, run, progress=False)
     assert summary["state"] == "done" and summary["steps"] == 10
     records = read_jsonl(run / "metrics.jsonl")
@@ -112,8 +114,8 @@ def test_loggers_log_metrics_jsonl_and_continue_after_a_resume(tmp_path, tiny_cf
     files = sorted(glob.glob(str(run / "logs" / "wandb" / "offline-run-*" / f"run-{wandb_id}.wandb")))
     assert len(files) == 2, files
     merged: dict[str, dict[int, float]] = {}
-    for n, f in enumerate(files):
-        meta, rows = _wandb_history(f)
+    histories = sorted((_wandb_history(f) for f in files), key=lambda h: min(row["step"] for row in h[1]))
+    for n, (meta, rows) in enumerate(histories):  # in the order of the starts, whatever the folder names
         assert meta == {"id": wandb_id, "name": "C1e12-d32-E4-k2", "project": "moelab-test"}
         steps = sorted({row["step"] for row in rows})
         assert steps == (list(range(1, 7)) if n == 0 else list(range(5, 11)))  # the second start replays 5, 6

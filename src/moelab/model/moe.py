@@ -14,7 +14,8 @@ Three seams with clear borders:
 * :class:`GroupedExperts` — stacked SwiGLU weights ``w_gate/w_up [E,D,F]``, ``w_down [E,F,D]``
   run through ``torch.nn.functional.grouped_mm`` on the expert-sorted rows; for a handful of
   rows per expert on CPU without autograd (decoding) through ``embedding_bag`` instead, slot by
-  slot, with no dispatch at all (:meth:`GroupedExperts.forward_slots`).
+  slot, with no dispatch at all (:meth:`GroupedExperts.forward_slots`); under CPU bf16, when
+  padding every group to the largest costs little (:func:`cpu_max_padding`), as one ``bmm``.
 
 Dropless: every slot is computed, an expert with zero tokens is simply an empty group.
 """
@@ -182,7 +183,8 @@ def cpu_max_padding(num_experts: int, num_slots: int, d_model: int, hidden: int)
     padding where ``bmm`` stops winning): D64 F128 S2048 — 1.5 / 1.9 / 2.9 / 6.4 at E = 4 / 8 /
     16 / 64; D128 F256 S4096 — 1.2 / 1.25 / 1.5 / 2.3; D32 F32 S8192 — 1.6 / 2.3 / 3.9 / 9.7.
     The model with the full overhead predicts these within ≈ 30 %; with half of it, it stays
-    below every one of them.
+    below all of them but the last (9.9 against 9.7, where the two paths are even). Measured on
+    one CPU (Zen 5) only; the margin is there for CPUs whose per-call cost differs.
     """
     work = 6.0 * num_slots * d_model * hidden
     return 1.0 + num_experts * _CPU_BF16_EXPERT_OVERHEAD_FLOPS / work
@@ -324,7 +326,7 @@ class MoE(nn.Module):
         dtype = self.experts.compute_dtype(x_ND.device, num_slots)
         align = self.experts.row_align(x_ND.device, dtype)
         pad = None
-        if align > 1:
+        if align > 1 and not torch.compiler.is_compiling():  # its group size is data-dependent
             pad = cpu_max_padding(self.num_experts, num_slots, D, self.experts.w_gate.shape[-1])
         plan = dispatch(route.idx_NK, self.num_experts, align, pad)
         # Cast before the gather: N rows to convert instead of N*K. Gathers use index_select, not

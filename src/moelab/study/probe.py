@@ -68,11 +68,15 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def resolve_precision(precision: str, device: str) -> str:
-    """The trainer's rule: 'auto' is bf16 autocast on CUDA and fp32 on CPU."""
-    if precision == "auto":
-        return "bf16" if device.startswith("cuda") else "fp32"
-    return precision
+def resolve_precision(precision: str, device: str, model_cfg=None, *, batch: int | None = None,
+                      seq: int | None = None) -> str:
+    """The trainer's rule (:func:`moelab.train.precision.resolve_precision`): 'auto' is bf16
+    autocast on CUDA and fp32 on CPU, or on CPU with ``MOELAB_AUTO_PRECISION=measure`` and a
+    model given, whichever trains that model faster here (measured, cached)."""
+    from moelab.train.precision import resolve_precision as rule
+
+    device_type = "cuda" if device.startswith("cuda") else device
+    return rule(precision, device_type, model_cfg, batch=batch, seq=seq).precision
 
 
 def measure_flops_per_second(device: str = "cpu", seconds: float = 3.0, *, precision: str = "auto",
@@ -171,4 +175,20 @@ def estimate_plan(study, runs, *, probe: bool = True, refresh: bool = False) -> 
     t = study.base.train
     fps = cached_flops_per_second(t.device, precision=t.precision, refresh=refresh)
     add_estimates(runs, fps)
+    from moelab.resources import effective_model
+    from moelab.train.precision import measuring
+
+    device = resolve_device(t.device)
+    if t.precision == "auto" and device == "cpu" and measuring():
+        # The trainer picks each run's precision by measurement: estimate each run at its own.
+        by_precision = {"fp32": [], "bf16": []}
+        for run in runs:
+            if run.feasible and not getattr(run, "imported", False) and run.config is not None:
+                c = run.config
+                micro_batch = c.train.batch_size // c.train.grad_accum
+                chosen = resolve_precision("auto", device, effective_model(c), batch=micro_batch, seq=c.data.seq_len)
+                by_precision[chosen].append(run)
+        for prec, chosen_runs in by_precision.items():
+            if chosen_runs:
+                add_estimates(chosen_runs, cached_flops_per_second(t.device, precision=prec, refresh=refresh))
     return fps

@@ -203,7 +203,8 @@ def resolve_device(name: str, dist: Dist) -> torch.device:
 
 
 def _autocast(device: torch.device, precision: str):
-    # 'auto': bf16 on CUDA; fp32 on CPU, where bf16 autocast measured ~2.4x slower for small models.
+    # 'auto' here (callers that did not resolve it): bf16 on CUDA, fp32 on CPU. The loop resolves
+    # 'auto' once per run with moelab.train.precision (which may measure) and passes the result.
     enabled = precision == "bf16" or (precision == "auto" and device.type == "cuda")
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
 
@@ -312,9 +313,28 @@ class _Loop:
             self.step = int(state["step"])
             self.elapsed_prev = float(state.get("elapsed_s", 0.0))
             self.last_finite = state.get("last_finite")
+        self._resolve_precision(state)
         if self.dist.is_main:
             # Records after the checkpoint will be replayed; a fresh start drops stale ones.
             truncate_jsonl(self.run_dir / "metrics.jsonl", self.step)
+
+    def _resolve_precision(self, state: dict | None) -> None:
+        """What 'auto' trains in (moelab.train.precision). A resumed run keeps the precision its
+        checkpoint was trained in, so a changed cache or machine cannot switch it mid-run."""
+        from moelab.train.precision import PrecisionChoice, resolve_precision
+
+        state = state or {}
+        saved = state.get("precision")
+        if saved in ("fp32", "bf16") and self.t.precision == "auto":
+            rule = state.get("precision_rule") or f"auto: {saved}"
+            self.precision = PrecisionChoice(saved, f"{rule} (kept from the checkpoint resumed)",
+                                             state.get("bf16_speedup"))
+            return
+        # No measuring when ranks could disagree, nor when resuming a checkpoint that predates the
+        # record (it was trained under the unmeasured rule, which this then repeats).
+        measurable = self.dist.world == 1 and (not state or "precision" in state)
+        self.precision = resolve_precision(self.t.precision, self.device.type, self.cfg.model if measurable else None,
+                                           batch=self.t.batch_size // self.t.grad_accum, seq=self.cfg.data.seq_len)
 
     def _save(self) -> None:
         model_state, optim_state = self.dist.full_state(self.model, self.optimizer)
@@ -329,6 +349,9 @@ class _Loop:
                 "last_finite": self.last_finite,
                 "world_size": self.dist.world,
                 "model_config": self.cfg.model.model_dump(mode="json"),
+                "precision": self.precision.precision,
+                "precision_rule": self.precision.rule,
+                "bf16_speedup": self.precision.bf16_speedup,
             }
             ckpt.save_checkpoint(self.run_dir, self.step, model_state, optim_state, state, keep=self.t.keep_checkpoints)
         self.dist.barrier()
@@ -350,7 +373,7 @@ class _Loop:
             yb_BT = y_BT[m * micro:(m + 1) * micro].to(dev, non_blocking=True)
             sync = self.dist.no_sync(self.model) if m < t.grad_accum - 1 else contextlib.nullcontext()
             with sync:
-                with _autocast(dev, t.precision):
+                with _autocast(dev, self.precision.precision):
                     losses = micro_batch_losses(self.model, xb_BT, yb_BT, self.cfg.model.top_k)
                 (losses.total(t.aux_loss_coef, t.z_loss_coef) / t.grad_accum).backward()
             sums += torch.stack([losses.lm, losses.aux, losses.z]).detach() / t.grad_accum
@@ -417,12 +440,13 @@ class _Loop:
                 tps = (tokens - last_log_tokens) / max(now - last_log_time, 1e-9)
                 if main:
                     logger.log({"kind": "train", **self.last_finite, "tokens": tokens, "tokens_per_s": round(tps, 1),
-                                "elapsed_s": round(self._elapsed(), 3), **router_acc.result()})
+                                "elapsed_s": round(self._elapsed(), 3), **router_acc.result(),
+                                "precision": self.precision.precision})
                     write_status(self.run_dir, "running", done, total, "training")
                 router_acc.reset()
                 last_log_time, last_log_tokens = now, tokens
             if done % t.eval_every == 0 or done == total:
-                val = evaluate(self.model, self.s.val_batches, self.dist, self.device, t.precision)
+                val = evaluate(self.model, self.s.val_batches, self.dist, self.device, self.precision.precision)
                 if main:
                     logger.log({"kind": "val", "step": done, "val_loss": val, "tokens": tokens,
                                 "elapsed_s": round(self._elapsed(), 3)})
@@ -468,6 +492,9 @@ class _Loop:
                 "num_experts": m.num_experts,
                 "top_k": m.top_k,
                 "d_model": m.d_model,
+                "precision": self.precision.precision,
+                "precision_rule": self.precision.rule,
+                "bf16_speedup": self.precision.bf16_speedup,
                 "model_dir": "model",
             }
             atomic_write_json(self.run_dir / "train_summary.json", summary)

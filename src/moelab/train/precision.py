@@ -1,0 +1,156 @@
+"""What ``precision: auto`` trains in, on this device and at this model size.
+
+    choice = resolve_precision("auto", "cpu", model_cfg, batch=16, seq=128)
+    choice.precision   # "fp32" or "bf16"
+    choice.rule        # one line saying why, logged in metrics.jsonl and train_summary.json
+
+* ``fp32`` / ``bf16``: as asked.
+* ``auto`` on CUDA: bf16 autocast.
+* ``auto`` on CPU: fp32 by default — the presets were calibrated, and docs/reproduction.md's
+  results trained, in fp32, so the default does not change their numerics. With
+  ``MOELAB_AUTO_PRECISION=measure`` in the environment, the faster of fp32 and bf16 autocast
+  *for this model, batch and sequence on this CPU*: both training steps are timed, alternated
+  in this process (the real step: ``moelab.bench.train_step_fn``), and bf16 is chosen when it
+  is at least ``MIN_GAIN`` faster. Whether bf16 wins depends on the CPU (native bf16 matmul
+  support, kernel overheads) and on the size (measured 2026-12-02 on a Zen 5 EPYC, one core:
+  bf16 ×1.3–1.6 faster at the presets' d64 models and ×2.2 at d128, but ×0.7 at d32 with 64
+  experts before the batched expert path), so it is measured, not assumed. The result is
+  cached in ``~/.cache/moelab/precision.json`` (``$XDG_CACHE_HOME`` respected), keyed by CPU
+  (model name, family, model, bf16 instruction sets), torch version, threads and the model's
+  shape, batch and sequence, so each size is timed once per machine.
+
+Both precisions pass the same parity tests (HF logits, dispatch vs loop reference, exact resume
+in fp32 and bf16). A resumed run keeps the precision it started with (the trainer records it in
+the run directory), whatever the cache says later.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from typing import NamedTuple
+
+ENV = "MOELAB_AUTO_PRECISION"
+MIN_GAIN = 1.10  # bf16 must be this much faster to be chosen: below it, keep fp32's numerics
+CACHE_VERSION = 1
+
+
+class PrecisionChoice(NamedTuple):
+    precision: str  # "fp32" or "bf16"
+    rule: str  # why, in one line
+    bf16_speedup: float | None = None  # measured bf16 / fp32 training throughput, when measured
+
+
+def measuring() -> bool:
+    return os.environ.get(ENV, "").strip().lower() == "measure"
+
+
+def resolve_precision(precision: str, device_type: str, model_cfg=None, *, batch: int | None = None,
+                      seq: int | None = None) -> PrecisionChoice:
+    """The precision a run trains in (see the module docstring). ``model_cfg``, ``batch`` and
+    ``seq`` are needed only for a measured CPU choice; without them CPU 'auto' is fp32."""
+    if precision != "auto":
+        return PrecisionChoice(precision, f"precision: {precision} (as configured)")
+    if device_type == "cuda":
+        return PrecisionChoice("bf16", "auto: bf16 autocast on CUDA")
+    if not measuring() or model_cfg is None or not batch or not seq:
+        return PrecisionChoice("fp32", f"auto: fp32 on CPU (the calibrated default; {ENV}=measure picks by speed)")
+    speedup = cached_bf16_speedup(model_cfg, batch, seq)
+    chosen = "bf16" if speedup >= MIN_GAIN else "fp32"
+    return PrecisionChoice(chosen, f"auto ({ENV}=measure): {chosen} on CPU, bf16 measured x{speedup:.2f} "
+                                   f"of fp32 at this size (bf16 needs >= x{MIN_GAIN:.2f})", round(speedup, 3))
+
+
+def cpu_id() -> str:
+    """The CPU's model name, family, model and bf16 instruction sets from /proc/cpuinfo: VMs
+    often report only "AMD EPYC", and Zen 4 (family 25) and Zen 5 (family 26) differ here."""
+    from moelab.bench import cpu_model
+
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("cpu family", "model", "flags") and key not in fields:
+                    fields[key] = value.strip()
+                if not line.strip() and fields:
+                    break  # the first processor is enough
+    except OSError:
+        pass
+    flags = [f for f in ("avx512_bf16", "amx_bf16") if f in fields.get("flags", "").split()]
+    family, model = fields.get("cpu family", "?"), fields.get("model", "?")
+    return " ".join([cpu_model(), f"family {family}", f"model {model}", *flags])
+
+
+def cache_key(model_cfg, batch: int, seq: int) -> str:
+    import torch
+
+    m = model_cfg
+    shape = (f"d{m.d_model} L{m.n_layers} H{m.n_heads}/{m.kv_heads} E{m.num_experts} k{m.top_k} "
+             f"F{m.ffn_hidden} V{m.vocab_size} tied{int(m.tie_embeddings)} B{batch} T{seq}")
+    return f"v{CACHE_VERSION}|{cpu_id()}|torch {torch.__version__}|{torch.get_num_threads()} threads|{shape}"
+
+
+def cache_file():
+    from moelab.study.probe import cache_path
+
+    return cache_path().with_name("precision.json")
+
+
+def cached_bf16_speedup(model_cfg, batch: int, seq: int, *, refresh: bool = False) -> float:
+    """:func:`measure_bf16_speedup`, cached per machine and size (a damaged cache is re-measured)."""
+    from moelab.atomic import atomic_write_json
+
+    path, key = cache_file(), cache_key(model_cfg, batch, seq)
+    try:
+        cache = json.loads(path.read_text())
+        assert isinstance(cache, dict)
+    except (OSError, ValueError, AssertionError):
+        cache = {}
+    hit = cache.get(key)
+    if isinstance(hit, dict) and isinstance(hit.get("bf16_speedup"), (int, float)) and not refresh:
+        return float(hit["bf16_speedup"])
+    speedup = measure_bf16_speedup(model_cfg, batch, seq)
+    cache[key] = {"bf16_speedup": speedup, "measured": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, cache)
+    except OSError:
+        pass  # a read-only home: the choice still holds for this run
+    return speedup
+
+
+def measure_bf16_speedup(model_cfg, batch: int, seq: int, *, repeats: int = 5, warmup: int = 3,
+                         max_seconds: float = 20.0) -> float:
+    """bf16-autocast over fp32 training-step throughput of ``model_cfg`` at ``batch × seq`` on
+    CPU: the real step on random tokens, the two precisions alternated so machine load hits
+    both, medians of ``repeats`` after ``warmup`` untimed steps each (fewer repeats when one
+    pair of steps is slow, so the measurement stays under about ``max_seconds``)."""
+    import torch
+
+    from moelab import bench
+
+    device = torch.device("cpu")
+    cfg = model_cfg if model_cfg.max_seq_len >= seq else model_cfg.model_copy(update={"max_seq_len": seq})
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, cfg.vocab_size, (batch, seq + 1), generator=gen)
+    steps = {}
+    for prec in ("fp32", "bf16"):
+        model = bench.build_model(cfg, device, seed=0)
+        steps[prec] = bench.train_step_fn(model, (ids[:, :-1], ids[:, 1:]), device, prec)
+    t0 = time.perf_counter()
+    for _ in range(warmup):
+        for fn in steps.values():
+            fn()
+    per_pair = (time.perf_counter() - t0) / max(warmup, 1)
+    repeats = max(2, min(repeats, int(max_seconds / max(per_pair, 1e-6))))
+    seconds = {prec: [] for prec in steps}
+    for _ in range(repeats):
+        for prec, fn in steps.items():
+            t = time.perf_counter()
+            fn()
+            seconds[prec].append(time.perf_counter() - t)
+    return statistics.median(seconds["fp32"]) / statistics.median(seconds["bf16"])

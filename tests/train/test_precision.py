@@ -1,0 +1,93 @@
+"""``precision: auto``: the rule, its cache, what the trainer logs, and that a resume keeps it."""
+
+import json
+
+import pytest
+
+from moelab.config import ModelConfig
+from moelab.study import probe
+from moelab.train import precision as P
+from moelab.train.metrics import read_jsonl
+from moelab.train.trainer import train
+
+SMALL = ModelConfig(d_model=32, n_layers=1, n_heads=2, num_experts=4, top_k=2, vocab_size=128, max_seq_len=16)
+
+
+@pytest.fixture
+def cache_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_default_rule_is_unchanged(monkeypatch):
+    monkeypatch.delenv(P.ENV, raising=False)
+    assert P.resolve_precision("auto", "cpu", SMALL, batch=4, seq=16).precision == "fp32"
+    assert P.resolve_precision("auto", "cuda", SMALL, batch=4, seq=16).precision == "bf16"
+    assert P.resolve_precision("bf16", "cpu").precision == "bf16"
+    assert P.resolve_precision("fp32", "cuda").precision == "fp32"
+    assert probe.resolve_precision("auto", "cpu") == "fp32" and probe.resolve_precision("auto", "cuda:0") == "bf16"
+
+
+@pytest.mark.parametrize("speedup,expected", [(1.5, "bf16"), (1.05, "fp32"), (0.7, "fp32")])
+def test_measured_rule_picks_the_faster_precision_and_caches_it(monkeypatch, cache_home, speedup, expected):
+    monkeypatch.setenv(P.ENV, "measure")
+    calls = []
+    monkeypatch.setattr(P, "measure_bf16_speedup", lambda cfg, batch, seq: calls.append((batch, seq)) or speedup)
+    choice = P.resolve_precision("auto", "cpu", SMALL, batch=4, seq=16)
+    assert choice.precision == expected and choice.bf16_speedup == speedup and "measure" in choice.rule
+    assert P.resolve_precision("auto", "cpu", SMALL, batch=4, seq=16) == choice and len(calls) == 1  # cached
+    P.resolve_precision("auto", "cpu", SMALL, batch=8, seq=16)  # another size: measured
+    assert len(calls) == 2
+    cache = json.loads(P.cache_file().read_text())
+    assert len(cache) == 2 and all("family" in k and "torch" in k and ("B8 T16" in k or "B4 T16" in k) for k in cache)
+    assert P.resolve_precision("fp32", "cpu", SMALL, batch=4, seq=16).precision == "fp32"  # explicit wins
+
+
+def test_measurement_runs_the_real_step(cache_home):
+    assert P.measure_bf16_speedup(SMALL, 4, 16, repeats=2, warmup=1) > 0
+
+
+def test_trainer_logs_the_choice_and_a_resume_keeps_it(monkeypatch, cache_home, tmp_path, tiny_cfg):
+    monkeypatch.setenv(P.ENV, "measure")
+    monkeypatch.setattr(P, "measure_bf16_speedup", lambda cfg, batch, seq: 2.0)
+    cfg = tiny_cfg(train={"precision": "auto", "steps": 8, "checkpoint_every": 4})
+    run = tmp_path / "run"
+    assert train(cfg, run, progress=False, max_steps_this_call=4)["step"] == 4
+    P.cache_file().unlink()  # the machine now measures fp32 as faster: the run must not switch
+    monkeypatch.setattr(P, "measure_bf16_speedup", lambda cfg, batch, seq: 0.5)
+    summary = train(cfg, run, progress=False)
+    assert summary["precision"] == "bf16" and "checkpoint" in summary["precision_rule"]
+    assert summary["bf16_speedup"] == 2.0 and "measure" in summary["precision_rule"]
+    assert {r["precision"] for r in read_jsonl(run / "metrics.jsonl") if r["kind"] == "train"} == {"bf16"}
+    # bit-identical to an uninterrupted explicit-bf16 run
+    ref = tmp_path / "ref"
+    train(tiny_cfg(train={"precision": "bf16", "steps": 8, "checkpoint_every": 4}), ref, progress=False)
+    losses = lambda d: [r["loss"] for r in read_jsonl(d / "metrics.jsonl") if r["kind"] == "train"]  # noqa: E731
+    assert losses(run) == losses(ref)
+
+
+def test_fp32_runs_say_so(tmp_path, tiny_cfg, monkeypatch):
+    monkeypatch.delenv(P.ENV, raising=False)
+    summary = train(tiny_cfg(train={"precision": "auto", "steps": 2}), tmp_path / "r", progress=False)
+    assert summary["precision"] == "fp32" and "auto" in summary["precision_rule"]
+
+
+def test_planner_estimates_each_run_at_the_precision_the_trainer_will_pick(monkeypatch, cache_home):
+    from moelab.config import StudyConfig, validate
+    from moelab.study.plan import plan
+
+    study = validate(StudyConfig, {
+        "name": "p", "budgets": [1e12], "head_dim": 16,
+        "grid": {"d_model": [64], "num_experts": [1, 4], "top_k": [1]},
+        "base": {"data": {"seq_len": 32}, "train": {"batch_size": 4, "device": "cpu", "precision": "auto"}},
+    }, "study")
+    monkeypatch.setenv(P.ENV, "measure")
+    monkeypatch.setattr(probe, "measure_flops_per_second", lambda device, seconds, *, precision:
+                        {"fp32": 1e9, "bf16": 2e9}[precision])
+    # bf16 measured faster for the dense model only
+    monkeypatch.setattr(P, "measure_bf16_speedup", lambda cfg, batch, seq: 1.5 if cfg.num_experts == 1 else 0.9)
+    runs = [r for r in plan(study) if r.feasible]
+    probe.estimate_plan(study, runs)
+    for r in runs:
+        rate = 2e9 if r.num_experts == 1 else 1e9
+        assert r.est_seconds == pytest.approx(r.train_flops / rate)
