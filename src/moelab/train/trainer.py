@@ -30,7 +30,6 @@ Decisions worth knowing:
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -42,7 +41,7 @@ import torch
 
 from moelab import accounting
 from moelab.atomic import atomic_dir, atomic_write_json, atomic_write_text
-from moelab.config import RunConfig, dump_yaml, load_run_config
+from moelab.config import RunConfig, dump_yaml
 from moelab.errors import UserError
 from moelab.model.transformer import MoETransformer
 from moelab.train import checkpoint as ckpt
@@ -52,6 +51,7 @@ from moelab.train.loggers import MetricsLog, open_metrics_log, require_loggers
 from moelab.train.metrics import RouterStatsAccumulator, read_jsonl, smoothed, truncate_jsonl
 from moelab.train.objective import micro_batch_losses
 from moelab.train.optim import build_optimizer, lr_at, set_lr
+from moelab.train.rundir import check_same_run, read_status, write_status  # noqa: F401 - re-exported
 
 
 class Diverged(RuntimeError):
@@ -61,55 +61,6 @@ class Diverged(RuntimeError):
         self.step = step
         self.last_finite = last_finite
         super().__init__(f"training diverged at step {step} (non-finite loss or gradient norm)")
-
-
-# ---------------------------------------------------------------- run directory bookkeeping
-
-_OPERATIONAL = ("device", "distributed", "checkpoint_every", "keep_checkpoints")
-
-
-def _comparable(cfg: RunConfig) -> dict:
-    d = cfg.model_dump(mode="json")
-    d["model"].pop("vocab_size")
-    for key in _OPERATIONAL:
-        d["train"].pop(key)
-    return {"model": d["model"], "data": d["data"], "train": d["train"]}
-
-
-def _first_difference(a: Any, b: Any, path: str = "") -> str | None:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for key in list(a) + [k for k in b if k not in a]:
-            diff = _first_difference(a.get(key), b.get(key), f"{path}.{key}" if path else key)
-            if diff:
-                return diff
-        return None
-    return None if a == b else f"{path}: {b!r} in the run directory, {a!r} now"
-
-
-def check_same_run(cfg: RunConfig, run_dir: Path) -> RunConfig | None:
-    """The saved effective config, or None for a fresh directory; ``UserError`` for a different run."""
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        return None
-    saved = load_run_config(path)
-    diff = _first_difference(_comparable(cfg), _comparable(saved))
-    if diff:
-        raise UserError(f"{run_dir} holds a different run ({diff}); use a new run directory")
-    return saved
-
-
-def write_status(run_dir: Path, state: str, step: int, total_steps: int, message: str = "", **extra) -> None:
-    atomic_write_json(run_dir / "status.json", {
-        "state": state, "step": step, "total_steps": total_steps, "message": message,
-        "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra,
-    })
-
-
-def read_status(run_dir: str | Path) -> dict | None:
-    try:
-        return json.loads((Path(run_dir) / "status.json").read_text())
-    except (OSError, ValueError):
-        return None
 
 
 # ---------------------------------------------------------------- setup: data, tokenizer, model
