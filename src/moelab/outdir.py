@@ -34,6 +34,10 @@ class Kind:
     excludes: tuple[str, ...] = ()  # names that mark another kind instead
 
 
+# What a tokenizer's save_pretrained may write (a BPE's tokenizer.json, a SentencePiece model, GPT-2 files…)
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                    "tokenizer.model", "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json")
+
 KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("sweep", "a sweep (study.yaml, plan.json, runs/)", ("study.yaml", "plan.json", "runs"),
          excludes=("demo.json", "report.html")),
@@ -43,12 +47,11 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          ("config.yaml", "checkpoints", "metrics.jsonl", "status.json", "train_summary.json", "imported.json"),
          excludes=("grpo_config.yaml", "study.yaml")),
     Kind("model", "a moelab model directory (moelab_model.json, model.safetensors)", ("moelab_model.json",),
-         owned=("moelab_model.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-                "special_tokens_map.json")),
+         owned=("moelab_model.json", "model.safetensors", *_TOKENIZER_FILES)),
     Kind("hf-export", "a Hugging Face checkpoint (config.json, *.safetensors)", ("config.json",),
          requires=("*.safetensors",), excludes=("moelab_model.json",),
          owned=("config.json", "generation_config.json", "*.safetensors", "model.safetensors.index.json",
-                "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")),
+                *_TOKENIZER_FILES)),
     Kind("ttc", "test-time-compute samples (samples.jsonl, ttc.json)", ("samples.jsonl", "ttc.json")),
     Kind("eval", "evaluation results (summary.json, taskloss.json, accuracy.json…)",
          ("summary.json", "taskloss.json", "accuracy.json", "code.json", "results.json", "records")),
