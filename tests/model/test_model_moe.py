@@ -120,3 +120,18 @@ def test_moe_under_bf16_autocast_and_in_bf16():
     assert moe.router.weight.grad is not None and moe.experts.w_down.grad.dtype == torch.float32
     y16, _ = moe.to(torch.bfloat16)(x.bfloat16())
     assert y16.dtype == torch.bfloat16
+
+
+def test_top_1_routing_equals_topk():
+    """The router's top-1 shortcut (max instead of topk) picks the same experts with the same weights."""
+    from moelab.model.moe import Router
+
+    torch.manual_seed(0)
+    router = Router(d_model=16, num_experts=8, top_k=1)
+    torch.nn.init.normal_(router.weight, std=0.5)
+    x_ND = torch.randn(300, 16)
+    routing = router(x_ND)
+    top_NK, idx_NK = torch.topk(torch.softmax(x_ND @ router.weight.T, dim=-1), 1, dim=-1)
+    assert torch.equal(routing.idx_NK, idx_NK)
+    assert torch.allclose(routing.probs_NE.gather(-1, routing.idx_NK), top_NK)
+    assert torch.equal(routing.weights_NK, torch.ones(300, 1))
