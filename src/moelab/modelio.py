@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from moelab.atomic import atomic_dir
 from moelab.config import ModelConfig, load_run_config, validate
-from moelab.errors import UserError
+from moelab.errors import UserError, one_line
 
 MODEL_CONFIG_FILE = "moelab_model.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -123,7 +123,7 @@ def _load_hf(path: Path, device):
 
         tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except Exception as err:  # transformers raises many types; the user needs one line
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = one_line(err)
         raise UserError(f"{path}: cannot load the tokenizer ({first})") from None
     return model, tok, cfg
 

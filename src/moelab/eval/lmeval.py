@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from moelab.cli_args import device_name, nonneg_int
-from moelab.errors import UserError
+from moelab.errors import UserError, one_line
 
 __all__ = ["run_lm_eval", "add_lmeval_command", "summarize"]
 
@@ -186,12 +186,12 @@ def run_lm_eval(
                     fewshot_random_seed=seed,
                 )
         except OSError as err:  # a task's data file or hub dataset it cannot read (offline, a typo)
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            first = one_line(err)
             raise UserError(f"lm-eval could not read a file or dataset it needs: {first}") from None
         except (AssertionError, ValueError, KeyError, TypeError) as err:
             # lm-eval checks its inputs (task configs, few-shot counts, model arguments) with asserts and
             # ValueErrors: the cause is the input, so one line, not lm-eval's 30-line traceback
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            first = one_line(err)
             raise UserError(f"lm-eval refused the run: {type(err).__name__}: {first}") from None
     if results is None:  # non-zero ranks under torchrun
         return {}

@@ -39,7 +39,7 @@ from transformers import MixtralConfig, PretrainedConfig
 
 from moelab.atomic import atomic_path, atomic_write_text
 from moelab.config import ModelConfig, format_validation_error
-from moelab.errors import UserError
+from moelab.errors import UserError, one_line
 from moelab.model.transformer import MoETransformer
 
 _ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -288,7 +288,7 @@ def _read_safetensors(hf_dir: Path, device: str | torch.device) -> dict[str, tor
         try:
             sd.update(load_file(f, device=str(device)))
         except Exception as err:  # safetensors' own error type on a damaged or truncated file
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            first = one_line(err)
             raise UserError(f"{f}: unreadable safetensors file ({first}); the checkpoint is damaged or "
                             "incomplete: copy or export it again") from None
     return sd
@@ -326,6 +326,6 @@ def import_hf(
             model = MoETransformer(cfg)
         model.load_state_dict(sd, strict=True, assign=True)
     except (KeyError, RuntimeError) as err:  # a tensor missing, extra or of the wrong shape for config.json
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = one_line(err)
         raise UserError(f"{hf_dir}: weights do not match config.json ({first})") from None
     return cfg, model.eval()

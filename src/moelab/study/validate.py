@@ -59,8 +59,10 @@ def _task(name: str, world, where: str):
 
 
 def _split(task, split: str, where: str) -> None:
-    if split not in task.splits:
-        raise UserError(f"{where}: task '{task.name}' has no split '{split}' (splits: {', '.join(task.splits)})")
+    try:
+        task.items(split)
+    except UserError as err:
+        raise UserError(f"{where}: {err}") from None
 
 
 def check_tasks(study: StudyConfig) -> None:

@@ -32,7 +32,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from moelab.atomic import atomic_dir, fsync_dir
-from moelab.errors import UserError
+from moelab.errors import UserError, one_line
 
 MODEL_FILE = "model.safetensors"
 OPTIM_FILE = "optim.pt"
@@ -247,7 +247,7 @@ def read_optim_state(ckpt_dir: str | Path) -> dict | None:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = one_line(err)
         raise UserError(f"{path}: refusing to load: not a plain tensor state dict ({first})") from None
 
 

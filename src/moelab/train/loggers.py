@@ -34,7 +34,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from moelab.errors import UserError
+from moelab.errors import UserError, one_line
 from moelab.train.metrics import JsonlLogger
 
 __all__ = ["MetricsLog", "open_metrics_log", "require_loggers", "run_name", "scalars"]
@@ -126,7 +126,7 @@ class _Wandb:
                 settings=wandb.Settings(console="off", silent=quiet),
             )
         except Exception as err:  # wandb raises its own error types (no network, no login, …)
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            first = one_line(err)
             raise UserError(f"logging.wandb: cannot start a W&B run ({first})") from None
         self.run.define_metric("step")
         self.run.define_metric("*", step_metric="step")
