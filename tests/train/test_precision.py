@@ -19,22 +19,34 @@ def cache_home(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
-def test_default_rule_is_unchanged(monkeypatch):
-    monkeypatch.delenv(P.ENV, raising=False)
-    assert P.resolve_precision("auto", "cpu", SMALL, batch=4, seq=16).precision == "fp32"
+def test_fixed_rule(monkeypatch):
+    monkeypatch.setenv(P.ENV, "fp32")
+    choice = P.resolve_precision("auto", "cpu", SMALL, batch=4, seq=16)
+    assert choice.precision == "fp32" and P.ENV in choice.rule and choice.bf16_speedup is None
     assert P.resolve_precision("auto", "cuda", SMALL, batch=4, seq=16).precision == "bf16"
     assert P.resolve_precision("bf16", "cpu").precision == "bf16"
     assert P.resolve_precision("fp32", "cuda").precision == "fp32"
     assert probe.resolve_precision("auto", "cpu") == "fp32" and probe.resolve_precision("auto", "cuda:0") == "bf16"
 
 
+def test_a_misspelt_rule_is_one_line_error(monkeypatch):
+    from moelab.errors import UserError
+
+    monkeypatch.setenv(P.ENV, "meassure")
+    with pytest.raises(UserError, match="MOELAB_AUTO_PRECISION='meassure': use 'measure'"):
+        P.resolve_precision("auto", "cpu", SMALL, batch=4, seq=16)
+
+
+@pytest.mark.parametrize("value", ["", "measure"])
 @pytest.mark.parametrize("speedup,expected", [(1.5, "bf16"), (1.05, "fp32"), (0.7, "fp32")])
-def test_measured_rule_picks_the_faster_precision_and_caches_it(monkeypatch, cache_home, speedup, expected):
-    monkeypatch.setenv(P.ENV, "measure")
+def test_measured_rule_picks_the_faster_precision_and_caches_it(monkeypatch, cache_home, speedup, expected, value):
+    monkeypatch.setenv(P.ENV, value)  # unset or empty: the default, measured
     calls = []
     monkeypatch.setattr(P, "measure_bf16_speedup", lambda cfg, batch, seq: calls.append((batch, seq)) or speedup)
+    if not value:
+        monkeypatch.delenv(P.ENV)
     choice = P.resolve_precision("auto", "cpu", SMALL, batch=4, seq=16)
-    assert choice.precision == expected and choice.bf16_speedup == speedup and "measure" in choice.rule
+    assert choice.precision == expected and choice.bf16_speedup == speedup and "measured" in choice.rule
     assert P.resolve_precision("auto", "cpu", SMALL, batch=4, seq=16) == choice and len(calls) == 1  # cached
     P.resolve_precision("auto", "cpu", SMALL, batch=8, seq=16)  # another size: measured
     assert len(calls) == 2
@@ -57,7 +69,7 @@ def test_trainer_logs_the_choice_and_a_resume_keeps_it(monkeypatch, cache_home, 
     monkeypatch.setattr(P, "measure_bf16_speedup", lambda cfg, batch, seq: 0.5)
     summary = train(cfg, run, progress=False)
     assert summary["precision"] == "bf16" and "checkpoint" in summary["precision_rule"]
-    assert summary["bf16_speedup"] == 2.0 and "measure" in summary["precision_rule"]
+    assert summary["bf16_speedup"] == 2.0 and "measured" in summary["precision_rule"]
     assert {r["precision"] for r in read_jsonl(run / "metrics.jsonl") if r["kind"] == "train"} == {"bf16"}
     # bit-identical to an uninterrupted explicit-bf16 run
     ref = tmp_path / "ref"
@@ -67,9 +79,20 @@ def test_trainer_logs_the_choice_and_a_resume_keeps_it(monkeypatch, cache_home, 
 
 
 def test_fp32_runs_say_so(tmp_path, tiny_cfg, monkeypatch):
-    monkeypatch.delenv(P.ENV, raising=False)
+    monkeypatch.setenv(P.ENV, "fp32")
     summary = train(tiny_cfg(train={"precision": "auto", "steps": 2}), tmp_path / "r", progress=False)
     assert summary["precision"] == "fp32" and "auto" in summary["precision_rule"]
+
+
+def test_the_default_measures_for_real(tmp_path, tiny_cfg, monkeypatch, cache_home):
+    """No stand-in: the default rule times both real steps, trains in the faster one and says so."""
+    monkeypatch.delenv(P.ENV)
+    summary = train(tiny_cfg(train={"precision": "auto", "steps": 2}), tmp_path / "r", progress=False)
+    speedup = summary["bf16_speedup"]
+    assert speedup > 0 and summary["precision"] == ("bf16" if speedup >= P.MIN_GAIN else "fp32")
+    assert "measured" in summary["precision_rule"]
+    (entry,) = json.loads(P.cache_file().read_text()).values()
+    assert entry["bf16_speedup"] == pytest.approx(speedup, abs=1e-3)
 
 
 def test_planner_estimates_each_run_at_the_precision_the_trainer_will_pick(monkeypatch, cache_home):
@@ -91,3 +114,24 @@ def test_planner_estimates_each_run_at_the_precision_the_trainer_will_pick(monke
     for r in runs:
         rate = 2e9 if r.num_experts == 1 else 1e9
         assert r.est_seconds == pytest.approx(r.train_flops / rate)
+
+
+def test_plan_says_which_precision_each_run_is_estimated_at(monkeypatch, cache_home, tmp_path, capsys):
+    import yaml
+
+    from moelab import cli
+
+    study = {"name": "p", "budgets": [1e12], "head_dim": 16,
+             "grid": {"d_model": [64], "num_experts": [1, 4], "top_k": [1]},
+             "base": {"data": {"seq_len": 32}, "train": {"batch_size": 4, "device": "cpu", "precision": "auto"}}}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(study))
+    monkeypatch.setattr(probe, "measure_flops_per_second", lambda device, seconds, *, precision: 1e9)
+    monkeypatch.setattr(P, "measure_bf16_speedup", lambda cfg, batch, seq: 1.5 if cfg.num_experts == 1 else 0.9)
+    monkeypatch.delenv(P.ENV)
+    assert cli.main(["plan", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert "each run's precision" in err and "1 in bf16, 1 in fp32" in err
+    monkeypatch.setenv(P.ENV, "fp32")
+    assert cli.main(["plan", str(path)]) == 0
+    assert "1 GFLOP/s (cpu, fp32)" in capsys.readouterr().err

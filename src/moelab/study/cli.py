@@ -169,9 +169,14 @@ def cmd_plan(args) -> int:
             from moelab.study.probe import resolve_device, resolve_precision
 
             device = resolve_device(study.base.train.device)
-            console.print(f"estimated times from a measured {fps / 1e9:.3g} GFLOP/s "
-                          f"({device}, {resolve_precision(study.base.train.precision, device)}); training only; "
-                          "rough (cached; --refresh-probe measures again)")
+            chosen = [r.est_precision for r in runs if getattr(r, "est_precision", None)]
+            if chosen:  # CPU 'auto': each run at the precision measured faster for its size
+                counts = ", ".join(f"{chosen.count(p)} in {p}" for p in ("bf16", "fp32") if p in chosen)
+                rate = (f"the probe's measured GFLOP/s in each run's precision, the one measured faster "
+                        f"for its size ({device}: {counts})")
+            else:
+                rate = f"a measured {fps / 1e9:.3g} GFLOP/s ({device}, {resolve_precision(study.base.train.precision, device)})"
+            console.print(f"estimated times from {rate}; training only; rough (cached; --refresh-probe measures again)")
         elif note:
             console.print(note)
     return 0

@@ -71,8 +71,8 @@ def resolve_device(device: str) -> str:
 def resolve_precision(precision: str, device: str, model_cfg=None, *, batch: int | None = None,
                       seq: int | None = None) -> str:
     """The trainer's rule (:func:`moelab.train.precision.resolve_precision`): 'auto' is bf16
-    autocast on CUDA and fp32 on CPU, or on CPU with ``MOELAB_AUTO_PRECISION=measure`` and a
-    model given, whichever trains that model faster here (measured, cached)."""
+    autocast on CUDA; on CPU, with a model given, whichever trains that model faster here
+    (measured, cached), else fp32 (and always fp32 with ``MOELAB_AUTO_PRECISION=fp32``)."""
     from moelab.train.precision import resolve_precision as rule
 
     device_type = "cuda" if device.startswith("cuda") else device
@@ -187,6 +187,7 @@ def estimate_plan(study, runs, *, probe: bool = True, refresh: bool = False) -> 
                 c = run.config
                 micro_batch = c.train.batch_size // c.train.grad_accum
                 chosen = resolve_precision("auto", device, effective_model(c), batch=micro_batch, seq=c.data.seq_len)
+                run.est_precision = chosen
                 by_precision[chosen].append(run)
         for prec, chosen_runs in by_precision.items():
             if chosen_runs:

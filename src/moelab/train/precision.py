@@ -6,18 +6,20 @@
 
 * ``fp32`` / ``bf16``: as asked.
 * ``auto`` on CUDA: bf16 autocast.
-* ``auto`` on CPU: fp32 by default — the presets were calibrated, and docs/reproduction.md's
-  results trained, in fp32, so the default does not change their numerics. With
-  ``MOELAB_AUTO_PRECISION=measure`` in the environment, the faster of fp32 and bf16 autocast
-  *for this model, batch and sequence on this CPU*: both training steps are timed, alternated
-  in this process (the real step: ``moelab.bench.train_step_fn``), and bf16 is chosen when it
-  is at least ``MIN_GAIN`` faster. Whether bf16 wins depends on the CPU (native bf16 matmul
-  support, kernel overheads) and on the size (measured 2026-12-02 on a Zen 5 EPYC, one core:
-  bf16 ×1.3–1.6 faster at the presets' d64 models and ×2.2 at d128, but ×0.7 at d32 with 64
-  experts before the batched expert path), so it is measured, not assumed. The result is
-  cached in ``~/.cache/moelab/precision.json`` (``$XDG_CACHE_HOME`` respected), keyed by CPU
-  (model name, family, model, bf16 instruction sets), torch version, threads and the model's
-  shape, batch and sequence, so each size is timed once per machine.
+* ``auto`` on CPU: the faster of fp32 and bf16 autocast *for this model, batch and sequence on
+  this CPU*: both training steps are timed, alternated in this process (the real step:
+  ``moelab.bench.train_step_fn``), and bf16 is chosen when it is at least ``MIN_GAIN`` faster.
+  Whether bf16 wins depends on the CPU (native bf16 matmul support, kernel overheads) and on
+  the size (measured 2026-12-02 on a Zen 5 EPYC, one core: bf16 ×1.3–1.6 faster at the
+  presets' d64 models and ×2.2 at d128, but ×0.7 at d32 with 64 experts before the batched
+  expert path), so it is measured, not assumed. The result is cached in
+  ``~/.cache/moelab/precision.json`` (``$XDG_CACHE_HOME`` respected), keyed by CPU (model name,
+  family, model, bf16 instruction sets), torch version, threads and the model's shape, batch and
+  sequence, so each size is timed once per machine.
+* ``MOELAB_AUTO_PRECISION=fp32`` in the environment makes CPU ``auto`` fp32 without measuring:
+  the rule before 2026-12-02, under which the world was calibrated and docs/reproduction.md's
+  studies trained (set it to retrain those models bit for bit). ``measure`` (the default) is
+  also accepted; any other value is an error.
 
 Both precisions pass the same parity tests (HF logits, dispatch vs loop reference, exact resume
 in fp32 and bf16). A resumed run keeps the precision it started with (the trainer records it in
@@ -44,22 +46,30 @@ class PrecisionChoice(NamedTuple):
 
 
 def measuring() -> bool:
-    return os.environ.get(ENV, "").strip().lower() == "measure"
+    """Whether CPU 'auto' is chosen by measurement (the default) rather than fixed to fp32."""
+    value = os.environ.get(ENV, "").strip().lower()
+    if value not in ("", "measure", "fp32"):
+        from moelab.errors import UserError
+
+        raise UserError(f"{ENV}={os.environ[ENV]!r}: use 'measure' (the default) or 'fp32'")
+    return value != "fp32"
 
 
 def resolve_precision(precision: str, device_type: str, model_cfg=None, *, batch: int | None = None,
                       seq: int | None = None) -> PrecisionChoice:
     """The precision a run trains in (see the module docstring). ``model_cfg``, ``batch`` and
-    ``seq`` are needed only for a measured CPU choice; without them CPU 'auto' is fp32."""
+    ``seq`` are needed for the measured CPU choice; without them CPU 'auto' is fp32."""
     if precision != "auto":
         return PrecisionChoice(precision, f"precision: {precision} (as configured)")
     if device_type == "cuda":
         return PrecisionChoice("bf16", "auto: bf16 autocast on CUDA")
-    if not measuring() or model_cfg is None or not batch or not seq:
-        return PrecisionChoice("fp32", f"auto: fp32 on CPU (the calibrated default; {ENV}=measure picks by speed)")
+    if not measuring():
+        return PrecisionChoice("fp32", f"auto: fp32 on CPU ({ENV}=fp32, the rule of the calibration)")
+    if model_cfg is None or not batch or not seq:
+        return PrecisionChoice("fp32", "auto: fp32 on CPU (not measured: several ranks, an older checkpoint, or no model size given)")
     speedup = cached_bf16_speedup(model_cfg, batch, seq)
     chosen = "bf16" if speedup >= MIN_GAIN else "fp32"
-    return PrecisionChoice(chosen, f"auto ({ENV}=measure): {chosen} on CPU, bf16 measured x{speedup:.2f} "
+    return PrecisionChoice(chosen, f"auto: {chosen} on CPU, bf16 measured x{speedup:.2f} "
                                    f"of fp32 at this size (bf16 needs >= x{MIN_GAIN:.2f})", round(speedup, 3))
 
 
