@@ -2,6 +2,7 @@
 
     git worktree add /tmp/moelab-b37a2d9 b37a2d9
     .venv/bin/python benchmarks/compare_commits.py --old /tmp/moelab-b37a2d9 --threads 1
+    .venv/bin/python benchmarks/compare_commits.py --old . --quick     # format check, seconds
 
 Each measurement is one ``moelab bench train --json`` subprocess, run with this checkout's
 Python and ``PYTHONPATH`` set to the checkout's ``src`` (so both sides use the same torch). The
@@ -27,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare_hf import PRESET_SIZES  # noqa: E402  (the same six sizes as --preset-sizes)
+from compare_hf import PRESET_SIZES, QUICK  # noqa: E402  (the same six sizes as --preset-sizes)
 
 NEW = Path(__file__).resolve().parents[1]
 
@@ -69,7 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="alternations per size and precision")
     p.add_argument("--repeats", type=int, default=5, help="timed steps per bench call")
     p.add_argument("--json", help="also write the figures to this file")
+    p.add_argument("--quick", action="store_true", help="one tiny size, one round (format check, seconds)")
     args = p.parse_args(argv)
+    sizes = PRESET_SIZES
+    if args.quick:
+        sizes, args.rounds, args.repeats = [QUICK], 1, 2
     if not (args.old / "src" / "moelab").is_dir():
         raise SystemExit(f"--old {args.old}: not a moelab checkout (no src/moelab)")
     sys.path.insert(0, str(NEW / "src"))
@@ -79,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC  {cpu_id()}  load={load:.2f}  "
           f"threads={args.threads}  old={args.old}  new={NEW}")
     rows, vs_default, vs_best = [], [], []
-    for size in PRESET_SIZES:
+    for size in sizes:
         tps = {(side, dtype): [] for side in ("old", "new") for dtype in ("fp32", "bf16")}
         for _ in range(args.rounds):
             for dtype in ("fp32", "bf16"):

@@ -64,3 +64,20 @@ def test_compare_hf_quick_last_line():
     lines = proc.stdout.strip().splitlines()
     assert re.fullmatch(r"ratio train=\d+\.\d\d score=\d+\.\d\d generate=\d+\.\d\d", lines[-1]), lines[-1]
     assert "greedy tokens identical: True" in proc.stdout
+
+
+def test_compare_commits_quick_last_line():
+    """The side-by-side script against this very checkout: one tiny size, both precisions, both sides."""
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "compare_commits.py"), "--old", str(ROOT),
+                           "--quick", "--threads", "1"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    assert re.fullmatch(r"ratio vs-old-default=\d+\.\d\d vs-old-best=\d+\.\d\d", lines[-1]), lines[-1]
+    (row,) = [ln for ln in lines if ln.startswith("size ")]
+    assert "new default fp32" in row  # the suite runs under MOELAB_AUTO_PRECISION=fp32 (tests/conftest.py)
+
+
+def test_compare_commits_refuses_a_folder_that_is_not_a_checkout(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "compare_commits.py"), "--old", str(tmp_path)],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode != 0 and "not a moelab checkout" in proc.stderr
