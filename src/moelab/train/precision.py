@@ -12,7 +12,8 @@
   Whether bf16 wins depends on the CPU (native bf16 matmul support, kernel overheads) and on
   the size (measured 2026-12-02 on a Zen 5 EPYC, one core: bf16 ×1.3–1.6 faster at the
   presets' d64 models and ×2.2 at d128, but ×0.7 at d32 with 64 experts before the batched
-  expert path), so it is measured, not assumed. The result is cached in
+  expert path; on a Zen 4 EPYC ×1.0–1.4 at d ≤ 64 and ×1.4–1.9 at d128), so it is measured,
+  not assumed. The result is cached in
   ``~/.cache/moelab/precision.json`` (``$XDG_CACHE_HOME`` respected), keyed by CPU (model name,
   family, model, bf16 instruction sets), torch version, threads and the model's shape, batch and
   sequence, so each size is timed once per machine.
