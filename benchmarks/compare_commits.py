@@ -58,8 +58,7 @@ def new_default(size: dict, threads: int) -> str:
     torch.set_num_threads(threads)
     ns = argparse.Namespace(**{k: size[k] for k in ("d_model", "layers", "heads", "experts", "top_k",
                                                     "expert_hidden", "vocab")}, kv_heads=None, seq=size["seq"])
-    cfg = model_config_from_args(ns, "compare_commits")
-    cfg = cfg.model_copy(update={"max_seq_len": max(cfg.max_seq_len, size["seq"])})
+    cfg = model_config_from_args(ns, "compare_commits")  # the rule itself widens max_seq_len to seq if needed
     return resolve_precision("auto", "cpu", cfg, batch=size["batch"], seq=size["seq"]).precision
 
 
