@@ -14,6 +14,7 @@ Per size it prints fp32 and bf16 tokens/s for both sides, then ``old default`` (
 ``precision: auto`` meant on CPU before the measured rule), ``old best``, ``new default`` (the
 precision the new checkout's measured rule picks here, :mod:`moelab.train.precision`) and the
 ratios. The last line is ``ratio vs-old-default=X.XX vs-old-best=X.XX`` (medians over sizes).
+On a CPU without fast bf16 kernels bf16 is not run (as in ``compare_hf.py``; printed as ``-``).
 """
 
 from __future__ import annotations
@@ -82,22 +83,29 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()[0]
     print(f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC  {cpu_id()}  load={load:.2f}  "
           f"threads={args.threads}  old={args.old}  new={NEW}")
+    import torch
+    from compare_hf import default_precisions
+
+    dtypes, why = default_precisions(torch.device("cpu"))
+    if why:
+        print(f"# {why.split(' (')[0]} (no fast bf16 kernels)")
     rows, vs_default, vs_best = [], [], []
     for size in sizes:
-        tps = {(side, dtype): [] for side in ("old", "new") for dtype in ("fp32", "bf16")}
+        tps = {(side, dtype): [] for side in ("old", "new") for dtype in dtypes}
         for _ in range(args.rounds):
-            for dtype in ("fp32", "bf16"):
+            for dtype in dtypes:
                 for side, checkout in (("old", args.old), ("new", NEW)):
                     tps[side, dtype].append(bench_train(checkout, size, dtype, args.threads, args.repeats))
         med = {key: statistics.median(v) for key, v in tps.items()}
         chosen = new_default(size, args.threads)
-        old_best = max(med["old", "fp32"], med["old", "bf16"])
+        old_best = max(v for (side, _), v in med.items() if side == "old")
         new_at_default = med["new", chosen]
         vs_default.append(new_at_default / med["old", "fp32"])
         vs_best.append(new_at_default / old_best)
         name = f"d{size['d_model']}-E{size['experts']}-k{size['top_k']}"
-        print(f"size {name:12s} old fp32 {med['old', 'fp32']:8.0f} bf16 {med['old', 'bf16']:8.0f} | "
-              f"new fp32 {med['new', 'fp32']:8.0f} bf16 {med['new', 'bf16']:8.0f} tok/s | new default {chosen}: "
+        fig = lambda side, dtype: f"{med[side, dtype]:8.0f}" if (side, dtype) in med else f"{'-':>8s}"  # noqa: E731
+        print(f"size {name:12s} old fp32 {fig('old', 'fp32')} bf16 {fig('old', 'bf16')} | "
+              f"new fp32 {fig('new', 'fp32')} bf16 {fig('new', 'bf16')} tok/s | new default {chosen}: "
               f"x{vs_default[-1]:.2f} vs old default (fp32), x{vs_best[-1]:.2f} vs old best", flush=True)
         rows.append({"size": size, "tokens_per_s": {f"{s}/{d}": v for (s, d), v in tps.items()},
                      "new_default": chosen, "vs_old_default": vs_default[-1], "vs_old_best": vs_best[-1]})

@@ -12,7 +12,10 @@ Protocol (public tools only: torch, transformers, moelab):
 * HF runs with its best settings: ``experts_implementation="grouped_mm"``,
   ``attn_implementation="sdpa"``, fused AdamW (moelab's optimizer builder, used for both).
 * Each workload runs under every precision in ``--precisions`` — ``fp32``, and ``bf16``
-  autocast over the fp32 weights — and each side keeps its faster one (median tokens/s).
+  autocast over the fp32 weights — and each side keeps its faster one (median tokens/s). By
+  default bf16 is left out on a CPU without fast bf16 kernels (the check of ``precision: auto``,
+  :func:`moelab.train.precision.bf16_matmul_speedup`): on a Zen 3 EPYC bf16 ran ×0.02–0.11 of
+  fp32 for both sides, so it was nobody's best and took 12 of the reference run's 16 minutes.
 * The two sides alternate in one process (moelab, HF, moelab, HF, ...), so a change of machine
   load hits both; ratios are medians of the alternated runs.
 
@@ -73,6 +76,19 @@ PRESET_SIZES = [
     dict(d_model=32, layers=2, heads=2, experts=16, top_k=2, expert_hidden=32, vocab=512, **_PRESET),
     dict(d_model=128, layers=4, heads=8, experts=8, top_k=2, expert_hidden=128, vocab=2048, **_PRESET),
 ]
+
+
+def default_precisions(device: torch.device) -> tuple[list[str], str | None]:
+    """fp32 and bf16, without bf16 on a CPU whose bf16 products are measured slow (see above)."""
+    if device.type != "cpu":
+        return ["fp32", "bf16"], None
+    from moelab.train.precision import MIN_MATMUL_GAIN, cached_bf16_speedup
+
+    matmul = cached_bf16_speedup(None, 0, 0)
+    if matmul >= MIN_MATMUL_GAIN:
+        return ["fp32", "bf16"], None
+    return ["fp32"], (f"bf16 not run: its matmul measured x{matmul:.2f} of fp32 on this CPU (no fast bf16 kernels; "
+                      f"--precisions fp32,bf16 runs it anyway)")
 
 
 def build_pair(cfg: ModelConfig, seed: int, device: torch.device):
@@ -191,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     bench.add_model_options(p)
     p.add_argument("--quick", action="store_true", help="tiny configuration (overrides the model options)")
-    p.add_argument("--precisions", default="fp32,bf16", help="comma list of fp32, bf16 (autocast)")
+    p.add_argument("--precisions", help="comma list of fp32, bf16 (autocast); default both, "
+                                        "less bf16 on a CPU without fast bf16 kernels")
     p.add_argument("--workloads", default="train,score,generate")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
@@ -210,7 +227,6 @@ def main(argv: list[str] | None = None) -> int:
             setattr(args, k.replace("-", "_"), v)
     if args.threads:
         torch.set_num_threads(args.threads)
-    precisions = [s for s in args.precisions.split(",") if s]
     workloads = [s for s in args.workloads.split(",") if s]
     warnings.filterwarnings("ignore")
     from transformers.utils import logging as hf_logging
@@ -221,6 +237,12 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC  {bench.device_name(device)}"
           f"  load={load:.2f}  torch {torch.__version__}")
+    if args.precisions:
+        precisions = [s for s in args.precisions.split(",") if s]
+    else:
+        precisions, why = default_precisions(device)
+        if why:
+            print(f"# {why}")
     if not args.preset_sizes:
         ratios, results = compare(args, workloads, precisions, device)
     else:

@@ -19,6 +19,13 @@ def cache_home(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
+@pytest.fixture
+def fast_bf16_cpu(monkeypatch):
+    """The kernel check of a CPU with native bf16 (Zen 4 and Zen 5 measured ×2–2.5), so that the
+    rule goes on to time the steps, whatever CPU runs the suite (Zen 3 measured ×0.02–0.05)."""
+    monkeypatch.setattr(P, "bf16_matmul_speedup", lambda: 2.0)
+
+
 def test_fixed_rule(monkeypatch):
     monkeypatch.setenv(P.ENV, "fp32")
     choice = P.resolve_precision("auto", "cpu", SMALL, batch=4, seq=16)
@@ -39,7 +46,8 @@ def test_a_misspelt_rule_is_one_line_error(monkeypatch):
 
 @pytest.mark.parametrize("value", ["", "measure"])
 @pytest.mark.parametrize("speedup,expected", [(1.5, "bf16"), (1.05, "fp32"), (0.7, "fp32")])
-def test_measured_rule_picks_the_faster_precision_and_caches_it(monkeypatch, cache_home, speedup, expected, value):
+def test_measured_rule_picks_the_faster_precision_and_caches_it(monkeypatch, cache_home, fast_bf16_cpu, speedup,
+                                                               expected, value):
     monkeypatch.setenv(P.ENV, value)  # unset or empty: the default, measured
     calls = []
     monkeypatch.setattr(P, "measure_bf16_speedup", lambda cfg, batch, seq: calls.append((batch, seq)) or speedup)
@@ -51,7 +59,9 @@ def test_measured_rule_picks_the_faster_precision_and_caches_it(monkeypatch, cac
     P.resolve_precision("auto", "cpu", SMALL, batch=8, seq=16)  # another size: measured
     assert len(calls) == 2
     cache = json.loads(P.cache_file().read_text())
-    assert len(cache) == 2 and all("family" in k and "torch" in k and ("B8 T16" in k or "B4 T16" in k) for k in cache)
+    sizes = [k for k in cache if not k.endswith("|matmul")]
+    assert len(cache) == 3 and all("family" in k and "torch" in k and ("B8 T16" in k or "B4 T16" in k) for k in sizes)
+    assert len(sizes) == 2 and cache[P.cache_key(None, 0, 0)]["bf16_speedup"] == 2.0  # the kernel check, once
     assert P.resolve_precision("fp32", "cpu", SMALL, batch=4, seq=16).precision == "fp32"  # explicit wins
 
 
@@ -59,7 +69,20 @@ def test_measurement_runs_the_real_step(cache_home):
     assert P.measure_bf16_speedup(SMALL, 4, 16, repeats=2, warmup=1) > 0
 
 
-def test_trainer_logs_the_choice_and_a_resume_keeps_it(monkeypatch, cache_home, tmp_path, tiny_cfg):
+def test_a_cpu_without_fast_bf16_kernels_is_fp32_without_timing_a_step(monkeypatch, cache_home):
+    monkeypatch.delenv(P.ENV)
+    monkeypatch.setattr(P, "bf16_matmul_speedup", lambda: 0.03)  # as measured on a Zen 3 EPYC
+    monkeypatch.setattr(P, "measure_bf16_speedup", lambda *a: pytest.fail("the step must not be timed"))
+    choice = P.resolve_precision("auto", "cpu", SMALL, batch=4, seq=16)
+    assert choice.precision == "fp32" and choice.bf16_speedup is None
+    assert "bf16 matmul measured x0.03" in choice.rule and "not timed" in choice.rule
+
+
+def test_the_kernel_check_measures_for_real():
+    assert P.bf16_matmul_speedup(rows=64, width=64, seconds=0.01) > 0
+
+
+def test_trainer_logs_the_choice_and_a_resume_keeps_it(monkeypatch, cache_home, fast_bf16_cpu, tmp_path, tiny_cfg):
     monkeypatch.setenv(P.ENV, "measure")
     monkeypatch.setattr(P, "measure_bf16_speedup", lambda cfg, batch, seq: 2.0)
     cfg = tiny_cfg(train={"precision": "auto", "steps": 8, "checkpoint_every": 4})
@@ -85,17 +108,24 @@ def test_fp32_runs_say_so(tmp_path, tiny_cfg, monkeypatch):
 
 
 def test_the_default_measures_for_real(tmp_path, tiny_cfg, monkeypatch, cache_home):
-    """No stand-in: the default rule times both real steps, trains in the faster one and says so."""
+    """No stand-in: the default rule checks this CPU's bf16 kernels and, where they are fast,
+    times both real steps; it trains in the faster precision and says which path decided."""
     monkeypatch.delenv(P.ENV)
     summary = train(tiny_cfg(train={"precision": "auto", "steps": 2}), tmp_path / "r", progress=False)
-    speedup = summary["bf16_speedup"]
-    assert speedup > 0 and summary["precision"] == ("bf16" if speedup >= P.MIN_GAIN else "fp32")
-    assert "measured" in summary["precision_rule"]
-    (entry,) = json.loads(P.cache_file().read_text()).values()
-    assert entry["bf16_speedup"] == pytest.approx(speedup, abs=1e-3)
+    cache = json.loads(P.cache_file().read_text())
+    matmul = cache.pop(P.cache_key(None, 0, 0))["bf16_speedup"]
+    if matmul < P.MIN_MATMUL_GAIN:  # e.g. Zen 3: no step timed
+        assert summary["precision"] == "fp32" and summary["bf16_speedup"] is None and not cache
+        assert f"bf16 matmul measured x{matmul:.2f}" in summary["precision_rule"]
+    else:  # e.g. Zen 4, Zen 5: both steps timed
+        speedup = summary["bf16_speedup"]
+        assert speedup > 0 and summary["precision"] == ("bf16" if speedup >= P.MIN_GAIN else "fp32")
+        assert "measured" in summary["precision_rule"] and "matmul" not in summary["precision_rule"]
+        (entry,) = cache.values()
+        assert entry["bf16_speedup"] == pytest.approx(speedup, abs=1e-3)
 
 
-def test_planner_estimates_each_run_at_the_precision_the_trainer_will_pick(monkeypatch, cache_home):
+def test_planner_estimates_each_run_at_the_precision_the_trainer_will_pick(monkeypatch, cache_home, fast_bf16_cpu):
     from moelab.config import StudyConfig, validate
     from moelab.study.plan import plan
 
@@ -116,7 +146,7 @@ def test_planner_estimates_each_run_at_the_precision_the_trainer_will_pick(monke
         assert r.est_seconds == pytest.approx(r.train_flops / rate)
 
 
-def test_plan_says_which_precision_each_run_is_estimated_at(monkeypatch, cache_home, tmp_path, capsys):
+def test_plan_says_which_precision_each_run_is_estimated_at(monkeypatch, cache_home, fast_bf16_cpu, tmp_path, capsys):
     import yaml
 
     from moelab import cli

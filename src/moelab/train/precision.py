@@ -13,7 +13,13 @@
   the size (measured 2026-12-02 on a Zen 5 EPYC, one core: bf16 ×1.3–1.6 faster at the
   presets' d64 models and ×2.2 at d128, but ×0.7 at d32 with 64 experts before the batched
   expert path; on a Zen 4 EPYC ×1.0–1.4 at d ≤ 64 and ×1.4–1.9 at d128), so it is measured,
-  not assumed. The result is cached in
+  not assumed. Before the steps are timed, one bf16 and one fp32 matrix product are
+  (:func:`bf16_matmul_speedup`, ≈ 0.1 s, once per CPU): a CPU without a fast bf16 kernel path
+  (no AVX512_BF16 or AMX, e.g. a Zen 3 EPYC, where torch's bf16 product ran ×0.02–0.05 of fp32,
+  and the step ×0.09–0.13, measured 2026-12-02) is fp32 without timing any step: autocast puts every
+  product of the step in bf16, and where those run at a quarter of fp32's rate or less, the
+  step is far from ×1.10 faster.
+  The results are cached in
   ``~/.cache/moelab/precision.json`` (``$XDG_CACHE_HOME`` respected), keyed by CPU (model name,
   family, model, bf16 instruction sets), torch version, threads and the model's shape, batch and
   sequence, so each size is timed once per machine.
@@ -37,6 +43,11 @@ from typing import NamedTuple
 
 ENV = "MOELAB_AUTO_PRECISION"
 MIN_GAIN = 1.10  # bf16 must be this much faster to be chosen: below it, keep fp32's numerics
+# Below this bf16/fp32 matmul-rate ratio the CPU has no fast bf16 path and the step is not timed.
+# A wide margin on both sides: with native bf16, products of this order ran ×2–2.5 of fp32 (Zen 4,
+# Zen 5, [2048, 256] × [256, 256]), without it ×0.02–0.05 (Zen 3); the step measurement decides
+# everything in between.
+MIN_MATMUL_GAIN = 0.25
 CACHE_VERSION = 1
 
 
@@ -68,6 +79,10 @@ def resolve_precision(precision: str, device_type: str, model_cfg=None, *, batch
         return PrecisionChoice("fp32", f"auto: fp32 on CPU ({ENV}=fp32, the rule of the calibration)")
     if model_cfg is None or not batch or not seq:
         return PrecisionChoice("fp32", "auto: fp32 on CPU (not measured: several ranks, an older checkpoint, or no model size given)")
+    matmul = cached_bf16_speedup(None, 0, 0)
+    if matmul < MIN_MATMUL_GAIN:
+        return PrecisionChoice("fp32", f"auto: fp32 on CPU, bf16 matmul measured x{matmul:.2f} of fp32 on this "
+                                       f"CPU (below x{MIN_MATMUL_GAIN}: no fast bf16 path; the step is not timed)")
     speedup = cached_bf16_speedup(model_cfg, batch, seq)
     chosen = "bf16" if speedup >= MIN_GAIN else "fp32"
     return PrecisionChoice(chosen, f"auto: {chosen} on CPU, bf16 measured x{speedup:.2f} "
@@ -97,12 +112,16 @@ def cpu_id() -> str:
 
 
 def cache_key(model_cfg, batch: int, seq: int) -> str:
+    """The cache entry of one size, or of this CPU's matmul check when ``model_cfg`` is None."""
     import torch
 
+    machine = f"v{CACHE_VERSION}|{cpu_id()}|torch {torch.__version__}|{torch.get_num_threads()} threads"
+    if model_cfg is None:
+        return f"{machine}|matmul"
     m = model_cfg
     shape = (f"d{m.d_model} L{m.n_layers} H{m.n_heads}/{m.kv_heads} E{m.num_experts} k{m.top_k} "
              f"F{m.ffn_hidden} V{m.vocab_size} tied{int(m.tie_embeddings)} B{batch} T{seq}")
-    return f"v{CACHE_VERSION}|{cpu_id()}|torch {torch.__version__}|{torch.get_num_threads()} threads|{shape}"
+    return f"{machine}|{shape}"
 
 
 def cache_file():
@@ -112,7 +131,8 @@ def cache_file():
 
 
 def cached_bf16_speedup(model_cfg, batch: int, seq: int, *, refresh: bool = False) -> float:
-    """:func:`measure_bf16_speedup`, cached per machine and size (a damaged cache is re-measured)."""
+    """:func:`measure_bf16_speedup`, cached per machine and size (a damaged cache is re-measured);
+    with ``model_cfg`` None, :func:`bf16_matmul_speedup`, cached per machine."""
     from moelab.atomic import atomic_write_json
 
     path, key = cache_file(), cache_key(model_cfg, batch, seq)
@@ -124,7 +144,7 @@ def cached_bf16_speedup(model_cfg, batch: int, seq: int, *, refresh: bool = Fals
     hit = cache.get(key)
     if isinstance(hit, dict) and isinstance(hit.get("bf16_speedup"), (int, float)) and not refresh:
         return float(hit["bf16_speedup"])
-    speedup = measure_bf16_speedup(model_cfg, batch, seq)
+    speedup = bf16_matmul_speedup() if model_cfg is None else measure_bf16_speedup(model_cfg, batch, seq)
     cache[key] = {"bf16_speedup": speedup, "measured": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -165,3 +185,27 @@ def measure_bf16_speedup(model_cfg, batch: int, seq: int, *, repeats: int = 5, w
             fn()
             seconds[prec].append(time.perf_counter() - t)
     return statistics.median(seconds["fp32"]) / statistics.median(seconds["bf16"])
+
+
+def bf16_matmul_speedup(*, rows: int = 512, width: int = 256, seconds: float = 0.05) -> float:
+    """bf16 over fp32 rate of one ``[rows, width] × [width, width]`` product on CPU, the two
+    alternated after a warm-up, medians (≈ 0.1 s in all; ≈ 0.5 s where bf16 is slow). Large
+    enough that the kernels' rate, not their per-call cost, is timed. It tells whether the CPU
+    has a fast bf16 kernel path at all, not how a model's step compares."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    x = {"fp32": torch.randn(rows, width, generator=gen)}
+    w = {"fp32": torch.randn(width, width, generator=gen)}
+    x["bf16"], w["bf16"] = x["fp32"].bfloat16(), w["fp32"].bfloat16()
+    seconds_per: dict[str, list[float]] = {prec: [] for prec in x}
+    for _ in range(2):  # warm-up: the kernels' first calls (oneDNN compiles them)
+        for prec in x:
+            x[prec] @ w[prec]
+    deadline = time.perf_counter() + seconds
+    while len(seconds_per["fp32"]) < 5 or (time.perf_counter() < deadline and len(seconds_per["fp32"]) < 50):
+        for prec in x:
+            t = time.perf_counter()
+            x[prec] @ w[prec]
+            seconds_per[prec].append(time.perf_counter() - t)
+    return statistics.median(seconds_per["fp32"]) / statistics.median(seconds_per["bf16"])
