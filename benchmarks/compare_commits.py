@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare_hf import PRESET_SIZES, QUICK  # noqa: E402  (the same six sizes as --preset-sizes)
+from compare_hf import PRESET_SIZES, QUICK, default_precisions  # noqa: E402  (the same sizes as --preset-sizes)
 
 NEW = Path(__file__).resolve().parents[1]
 
@@ -84,11 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC  {cpu_id()}  load={load:.2f}  "
           f"threads={args.threads}  old={args.old}  new={NEW}")
     import torch
-    from compare_hf import default_precisions
 
     dtypes, why = default_precisions(torch.device("cpu"))
     if why:
-        print(f"# {why.split(' (')[0]} (no fast bf16 kernels)")
+        print(f"# {why}")
     rows, vs_default, vs_best = [], [], []
     for size in sizes:
         tps = {(side, dtype): [] for side in ("old", "new") for dtype in dtypes}

@@ -82,13 +82,12 @@ def default_precisions(device: torch.device) -> tuple[list[str], str | None]:
     """fp32 and bf16, without bf16 on a CPU whose bf16 products are measured slow (see above)."""
     if device.type != "cpu":
         return ["fp32", "bf16"], None
-    from moelab.train.precision import MIN_MATMUL_GAIN, cached_bf16_speedup
+    from moelab.train.precision import MIN_MATMUL_GAIN, cached_bf16_matmul_speedup
 
-    matmul = cached_bf16_speedup(None, 0, 0)
+    matmul = cached_bf16_matmul_speedup()
     if matmul >= MIN_MATMUL_GAIN:
         return ["fp32", "bf16"], None
-    return ["fp32"], (f"bf16 not run: its matmul measured x{matmul:.2f} of fp32 on this CPU (no fast bf16 kernels; "
-                      f"--precisions fp32,bf16 runs it anyway)")
+    return ["fp32"], f"bf16 not run: its matmul measured x{matmul:.2f} of fp32 on this CPU (no fast bf16 kernels)"
 
 
 def build_pair(cfg: ModelConfig, seed: int, device: torch.device):
@@ -242,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         precisions, why = default_precisions(device)
         if why:
-            print(f"# {why}")
+            print(f"# {why}; --precisions fp32,bf16 runs it anyway")
     if not args.preset_sizes:
         ratios, results = compare(args, workloads, precisions, device)
     else:

@@ -61,7 +61,7 @@ def test_measured_rule_picks_the_faster_precision_and_caches_it(monkeypatch, cac
     cache = json.loads(P.cache_file().read_text())
     sizes = [k for k in cache if not k.endswith("|matmul")]
     assert len(cache) == 3 and all("family" in k and "torch" in k and ("B8 T16" in k or "B4 T16" in k) for k in sizes)
-    assert len(sizes) == 2 and cache[P.cache_key(None, 0, 0)]["bf16_speedup"] == 2.0  # the kernel check, once
+    assert len(sizes) == 2 and cache[P.matmul_cache_key()]["bf16_speedup"] == 2.0  # the kernel check, once
     assert P.resolve_precision("fp32", "cpu", SMALL, batch=4, seq=16).precision == "fp32"  # explicit wins
 
 
@@ -113,7 +113,7 @@ def test_the_default_measures_for_real(tmp_path, tiny_cfg, monkeypatch, cache_ho
     monkeypatch.delenv(P.ENV)
     summary = train(tiny_cfg(train={"precision": "auto", "steps": 2}), tmp_path / "r", progress=False)
     cache = json.loads(P.cache_file().read_text())
-    matmul = cache.pop(P.cache_key(None, 0, 0))["bf16_speedup"]
+    matmul = cache.pop(P.matmul_cache_key())["bf16_speedup"]
     if matmul < P.MIN_MATMUL_GAIN:  # e.g. Zen 3: no step timed
         assert summary["precision"] == "fp32" and summary["bf16_speedup"] is None and not cache
         assert f"bf16 matmul measured x{matmul:.2f}" in summary["precision_rule"]

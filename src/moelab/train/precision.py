@@ -14,7 +14,7 @@
   presets' d64 models and ×2.2 at d128, but ×0.7 at d32 with 64 experts before the batched
   expert path; on a Zen 4 EPYC ×1.0–1.4 at d ≤ 64 and ×1.4–1.9 at d128), so it is measured,
   not assumed. Before the steps are timed, one bf16 and one fp32 matrix product are
-  (:func:`bf16_matmul_speedup`, ≈ 0.1 s, once per CPU): a CPU without a fast bf16 kernel path
+  (:func:`bf16_matmul_speedup`, 0.4 s on a Zen 3 EPYC, once per CPU): a CPU without a fast bf16 kernel path
   (no AVX512_BF16 or AMX, e.g. a Zen 3 EPYC, where torch's bf16 product ran ×0.02–0.05 of fp32,
   and the step ×0.09–0.13, measured 2026-12-02) is fp32 without timing any step: autocast puts every
   product of the step in bf16, and where those run at a quarter of fp32's rate or less, the
@@ -44,9 +44,10 @@ from typing import NamedTuple
 ENV = "MOELAB_AUTO_PRECISION"
 MIN_GAIN = 1.10  # bf16 must be this much faster to be chosen: below it, keep fp32's numerics
 # Below this bf16/fp32 matmul-rate ratio the CPU has no fast bf16 path and the step is not timed.
-# A wide margin on both sides: with native bf16, products of this order ran ×2–2.5 of fp32 (Zen 4,
-# Zen 5, [2048, 256] × [256, 256]), without it ×0.02–0.05 (Zen 3); the step measurement decides
-# everything in between.
+# A wide margin on both sides: with native bf16 the products run well above fp32 (Zen 4: ≈ 220
+# against ≈ 90 GFLOP/s at [2048, 256] × [256, 256]; Zen 5: bf16 peaks of 438–465 GFLOP/s), without
+# it ×0.02–0.05 of fp32 (Zen 3); the step measurement decides everything in between.
+# Not yet timed on Zen 4 or Zen 5 at the check's own shape (bf16_matmul_speedup).
 MIN_MATMUL_GAIN = 0.25
 CACHE_VERSION = 1
 
@@ -79,7 +80,7 @@ def resolve_precision(precision: str, device_type: str, model_cfg=None, *, batch
         return PrecisionChoice("fp32", f"auto: fp32 on CPU ({ENV}=fp32, the rule of the calibration)")
     if model_cfg is None or not batch or not seq:
         return PrecisionChoice("fp32", "auto: fp32 on CPU (not measured: several ranks, an older checkpoint, or no model size given)")
-    matmul = cached_bf16_speedup(None, 0, 0)
+    matmul = cached_bf16_matmul_speedup()
     if matmul < MIN_MATMUL_GAIN:
         return PrecisionChoice("fp32", f"auto: fp32 on CPU, bf16 matmul measured x{matmul:.2f} of fp32 on this "
                                        f"CPU (below x{MIN_MATMUL_GAIN}: no fast bf16 path; the step is not timed)")
@@ -111,17 +112,22 @@ def cpu_id() -> str:
     return " ".join([cpu_model(), f"family {family}", f"model {model}", *flags])
 
 
-def cache_key(model_cfg, batch: int, seq: int) -> str:
-    """The cache entry of one size, or of this CPU's matmul check when ``model_cfg`` is None."""
+def machine_key() -> str:
+    """What a measurement depends on besides the model: CPU, torch version, threads."""
     import torch
 
-    machine = f"v{CACHE_VERSION}|{cpu_id()}|torch {torch.__version__}|{torch.get_num_threads()} threads"
-    if model_cfg is None:
-        return f"{machine}|matmul"
+    return f"v{CACHE_VERSION}|{cpu_id()}|torch {torch.__version__}|{torch.get_num_threads()} threads"
+
+
+def matmul_cache_key() -> str:
+    return f"{machine_key()}|matmul"
+
+
+def cache_key(model_cfg, batch: int, seq: int) -> str:
     m = model_cfg
     shape = (f"d{m.d_model} L{m.n_layers} H{m.n_heads}/{m.kv_heads} E{m.num_experts} k{m.top_k} "
              f"F{m.ffn_hidden} V{m.vocab_size} tied{int(m.tie_embeddings)} B{batch} T{seq}")
-    return f"{machine}|{shape}"
+    return f"{machine_key()}|{shape}"
 
 
 def cache_file():
@@ -131,11 +137,19 @@ def cache_file():
 
 
 def cached_bf16_speedup(model_cfg, batch: int, seq: int, *, refresh: bool = False) -> float:
-    """:func:`measure_bf16_speedup`, cached per machine and size (a damaged cache is re-measured);
-    with ``model_cfg`` None, :func:`bf16_matmul_speedup`, cached per machine."""
+    """:func:`measure_bf16_speedup`, cached per machine and size (a damaged cache is re-measured)."""
+    return _cached(cache_key(model_cfg, batch, seq), lambda: measure_bf16_speedup(model_cfg, batch, seq), refresh)
+
+
+def cached_bf16_matmul_speedup(*, refresh: bool = False) -> float:
+    """:func:`bf16_matmul_speedup`, cached per machine."""
+    return _cached(matmul_cache_key(), bf16_matmul_speedup, refresh)
+
+
+def _cached(key: str, measure, refresh: bool) -> float:
     from moelab.atomic import atomic_write_json
 
-    path, key = cache_file(), cache_key(model_cfg, batch, seq)
+    path = cache_file()
     try:
         cache = json.loads(path.read_text())
         assert isinstance(cache, dict)
@@ -144,7 +158,7 @@ def cached_bf16_speedup(model_cfg, batch: int, seq: int, *, refresh: bool = Fals
     hit = cache.get(key)
     if isinstance(hit, dict) and isinstance(hit.get("bf16_speedup"), (int, float)) and not refresh:
         return float(hit["bf16_speedup"])
-    speedup = bf16_matmul_speedup() if model_cfg is None else measure_bf16_speedup(model_cfg, batch, seq)
+    speedup = measure()
     cache[key] = {"bf16_speedup": speedup, "measured": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
