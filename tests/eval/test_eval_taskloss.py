@@ -48,6 +48,18 @@ def test_equals_slow_per_item_computation(small_world, tokenizer, model, batch_s
         assert result.num_bytes[k] == len(it.answer.encode("utf-8"))
 
 
+def test_answer_logits_in_several_chunks_equal_one(small_world, tokenizer, model, monkeypatch):
+    """The LM head runs in chunks of answer positions; a batch split over several gives the same NLLs."""
+    from moelab.eval import taskloss
+
+    items = _items(small_world)
+    whole = task_loss(model, tokenizer, items, batch_size=4)
+    monkeypatch.setattr(taskloss, "_LOGIT_CHUNK", 3)  # every batch has more than 3 answer positions
+    chunked = task_loss(model, tokenizer, items, batch_size=4)
+    assert chunked.nll == pytest.approx(whole.nll, rel=1e-6)
+    assert chunked.num_tokens == whole.num_tokens
+
+
 def test_averages_follow_their_definitions(small_world, tokenizer, model):
     r = task_loss(model, tokenizer, _items(small_world), batch_size=3)
     assert r.bits_per_token == pytest.approx(sum(r.nll) / LN2 / sum(r.num_tokens))

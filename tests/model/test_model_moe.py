@@ -135,3 +135,44 @@ def test_top_1_routing_equals_topk():
     assert torch.equal(routing.idx_NK, idx_NK)
     assert torch.allclose(routing.probs_NE.gather(-1, routing.idx_NK), top_NK)
     assert torch.equal(routing.weights_NK, torch.ones(300, 1))
+
+
+@pytest.mark.parametrize("tokens,experts,top_k", [(2048, 16, 2), (2048, 64, 4), (1024, 32, 2), (4096, 8, 2)])
+def test_top_k_by_max_equals_topk(tokens, experts, top_k, monkeypatch):
+    """Where the CPU rule takes rounds of max instead of torch.topk, routing and gradients are topk's, bit for bit."""
+    from moelab.model import moe as moe_mod
+    from moelab.model.moe import Router
+
+    torch.manual_seed(0)
+    router = Router(d_model=16, num_experts=experts, top_k=top_k)
+    torch.nn.init.normal_(router.weight, std=0.5)
+    x_ND = torch.randn(tokens, 16)
+    probs_NE = torch.softmax(x_ND @ router.weight.T, dim=-1)
+    assert moe_mod.iterative_top_k(probs_NE, top_k)  # the rule takes the rounds-of-max path here
+
+    def route_and_grad():
+        router.weight.grad = None
+        routing = router(x_ND)
+        (routing.weights_NK * torch.arange(1.0, top_k + 1)).sum().backward()
+        return routing, router.weight.grad.clone()
+
+    fast, grad_fast = route_and_grad()
+    monkeypatch.setattr(moe_mod, "iterative_top_k", lambda p, k: False)  # the torch.topk path
+    ref, grad_ref = route_and_grad()
+    assert torch.equal(fast.idx_NK, ref.idx_NK)
+    assert torch.equal(fast.weights_NK, ref.weights_NK)
+    assert torch.equal(grad_fast, grad_ref)
+
+
+def test_iterative_top_k_rule():
+    """Rounds of max only on CPU, from 32,768 router probabilities, for 2 <= k <= 4 and k <= E/4."""
+    from moelab.model.moe import iterative_top_k, top_k_by_max
+
+    assert iterative_top_k(torch.zeros(2048, 16), 2) and iterative_top_k(torch.zeros(2048, 64), 4)
+    assert not iterative_top_k(torch.zeros(2047, 16), 2)  # below 32,768 elements: topk is as fast
+    assert not iterative_top_k(torch.zeros(16, 64), 2)  # decoding-sized
+    assert not iterative_top_k(torch.zeros(4096, 8), 4)  # k > E/4
+    assert not iterative_top_k(torch.zeros(2048, 64), 8)  # k > 4: even with topk
+    assert not iterative_top_k(torch.zeros(2048, 64, device="meta"), 2)  # not CPU
+    # exact ties: the lower expert id first, as max (and the top-1 path) does
+    assert top_k_by_max(torch.tensor([[0.25, 0.25, 0.25, 0.25], [0.1, 0.3, 0.3, 0.3]]), 2).tolist() == [[0, 1], [1, 2]]
