@@ -218,7 +218,8 @@ def sequence_nll(
                 rows = order[lo : lo + batch_size]
                 B, T = len(rows), lengths[rows[0]]
                 # Built on the host as one padded list: one tensor call, not one per row.
-                ids_BT = torch.tensor([seqs[i] + [pad_token_id] * (T + 1 - len(seqs[i])) for i in rows], dtype=torch.long)
+                padded = [seqs[i] + [pad_token_id] * (T + 1 - len(seqs[i])) for i in rows]
+                ids_BT = torch.tensor(padded, dtype=torch.long)
                 len_B = torch.tensor([lengths[i] for i in rows])
                 start_B = torch.tensor([starts[i] for i in rows])
                 pos_T = torch.arange(T)
@@ -230,7 +231,7 @@ def sequence_nll(
                     logits_NV = _answer_logits(model, inputs_BT, score_dev_BT)
                 targets_N = targets_BT[score_dev_BT]
                 # One fused log-softmax + gather: 2x faster than logsumexp minus the gathered logit on
-                # CPU ([1040, 512] fp32: 0.21 against 0.46 ms, Zen 5), equal to 1e-6 nats.
+                # CPU ([1040, 512] fp32: 0.21 against 0.46 ms, Zen 5), equal to ≈ 1e-6 nats per token.
                 nll_N = F.cross_entropy(logits_NV, targets_N, reduction="none")
                 count_B = score_BT.sum(-1)
                 row_N = torch.arange(B).repeat_interleave(count_B)  # which row each scored position is in

@@ -72,15 +72,16 @@ class Router(nn.Module):
 
 
 # CPU top-k by k rounds of max (top_k_by_max) instead of torch.topk, from this many router
-# probabilities (N * E) on, for k ≤ 4 and k ≤ E/4. Why: torch 2.13's CPU topk gets ≈ 7x slower
-# per element from 32,768 elements on (a step in its kernel, whatever the thread count), where
-# max reduces all rows at once. Measured 2026-12-02 on a Zen 5 EPYC (CPU family 26 model 2),
+# probabilities (N * E) on, for k ≤ 4 and k ≤ E/4. Why: torch 2.13's CPU topk costs ≈ 7x more
+# per element from 32,768 elements on (measured at one thread and at two: its cost steps up there),
+# where max reduces all rows at once. Measured 2026-12-02 on a Zen 5 EPYC (CPU family 26 model 2),
 # medians of 30 calls, topk / rounds of max in ms, one thread: N 2048 — E16 k2 0.29 / 0.10,
 # E16 k4 0.35 / 0.29, E32 k2 0.63 / 0.20, E64 k2 1.15 / 0.33, E64 k4 1.25 / 0.68, E64 k8
 # 1.53 / 1.40 (even, hence k ≤ 4); N 4096 — E8 k2 0.23 / 0.15, E8 k4 0.31 / 0.40 (hence
 # k ≤ E/4); below 32,768 topk wins or ties everywhere measured (N 16–2048: e.g. N 2048 E8 k2
 # 0.043 / 0.043, N 1024 E16 k2 0.034 / 0.047; decoding-sized N ≤ 128: 0.004–0.024 against
 # 0.011–0.098). Two threads: the same picture (N 2048 E64 k4 0.75 / 0.50, E16 k2 0.29 / 0.07).
+# Measured on one CPU (Zen 5) only: elsewhere the crossover may move; the routing does not.
 _CPU_ITERATIVE_TOPK_MIN_ELEMENTS = 32768
 _CPU_ITERATIVE_TOPK_MAX_K = 4
 
