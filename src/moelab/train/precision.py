@@ -47,7 +47,8 @@ MIN_GAIN = 1.10  # bf16 must be this much faster to be chosen: below it, keep fp
 # A wide margin on both sides: with native bf16 the products run well above fp32 (Zen 4: ≈ 220
 # against ≈ 90 GFLOP/s at [2048, 256] × [256, 256]; Zen 5: bf16 peaks of 438–465 GFLOP/s), without
 # it ×0.02–0.05 of fp32 (Zen 3); the step measurement decides everything in between.
-# At the check's own shape (bf16_matmul_speedup) it read ×3.5–4.0 on a Zen 5 EPYC (2026-12-02); not yet timed on Zen 4.
+# At the check's own shape (bf16_matmul_speedup) it read ×3.5–4.0 on a Zen 5 EPYC (2026-12-02);
+# not yet timed on Zen 4.
 MIN_MATMUL_GAIN = 0.25
 CACHE_VERSION = 1
 
