@@ -171,7 +171,7 @@ def train_step_fn(model, batch_BT: tuple[torch.Tensor, torch.Tensor], device: to
 
     def step() -> float:
         with autocast(device, dtype):
-            loss = micro_batch_losses(model, x_BT, y_BT, top_k).total(t.aux_loss_coef, t.z_loss_coef)
+            loss = micro_batch_losses(model, x_BT, y_BT, top_k).total(t.aux_loss_coef, t.z_loss_coef, t.router_loss_layers)
         loss.backward()
         gn = clip_grad_norm_(model.parameters(), t.grad_clip)
         opt.step()

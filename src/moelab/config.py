@@ -40,6 +40,19 @@ class ModelConfig(StrictConfig):
     rms_eps: float = Field(1e-5, gt=0)
     tie_embeddings: bool = False
     init_std: float = Field(0.02, gt=0)
+    router_norm: Literal["auto", "renormalize", "none"] = Field(
+        "auto", description="the gate of the k chosen experts: 'renormalize' their probabilities to sum to 1 "
+                            "(Mixtral; at k = 1 the gate is then always 1 and the router gets no task gradient), "
+                            "'none' the softmax probabilities themselves (Switch, Qwen-MoE, OLMoE, Megatron's "
+                            "--moe-router-pre-softmax), 'auto' renormalize for k >= 2 and none for k = 1")
+    depth_scaled_init: bool = Field(
+        True, description="output projections (attention o_proj, expert down-projections) drawn with "
+                          "init_std / sqrt(2 n_layers), as Megatron-Core does; false: init_std everywhere")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _saved_before_gate_rule(cls, data: Any) -> Any:
+        return _legacy_defaults(data, cls, {"router_norm": "renormalize", "depth_scaled_init": False})
 
     @model_validator(mode="after")
     def _check(self) -> "ModelConfig":
@@ -68,6 +81,33 @@ class ModelConfig(StrictConfig):
     @property
     def sparsity(self) -> float:
         return 1.0 - self.top_k / self.num_experts
+
+    @property
+    def renormalize_gate(self) -> bool:
+        """Whether the k chosen probabilities are renormalised to sum to 1 (see ``router_norm``)."""
+        return self.router_norm == "renormalize" or (self.router_norm == "auto" and self.top_k >= 2)
+
+
+# Fields added on 2026-12-07 (the recipe of the paper's engine) and what configs saved before then
+# meant by their absence. A saved config holds every field (``model_dump``); one that holds every
+# field of its day but not these was written before they existed, and is read with the values it
+# was trained with, so old runs resume, evaluate and export as they trained. A config a person
+# writes lists a few fields and gets today's defaults.
+_FIELDS_BEFORE_2026_12_07 = {
+    "ModelConfig": {"vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "num_experts", "top_k",
+                    "expert_hidden", "ffn_mult", "max_seq_len", "rope_theta", "rms_eps", "tie_embeddings",
+                    "init_std"},
+    "TrainConfig": {"seed", "batch_size", "grad_accum", "steps", "tokens", "lr", "min_lr_ratio", "warmup_steps",
+                    "schedule", "decay_fraction", "weight_decay", "beta1", "beta2", "adam_eps", "grad_clip",
+                    "aux_loss_coef", "z_loss_coef", "precision", "device", "eval_every", "eval_batches",
+                    "checkpoint_every", "keep_checkpoints", "log_every", "distributed"},
+}
+
+
+def _legacy_defaults(data: Any, cls: type, legacy: dict[str, Any]) -> Any:
+    if not isinstance(data, dict) or not _FIELDS_BEFORE_2026_12_07[cls.__name__] <= set(data):
+        return data
+    return {**{k: v for k, v in legacy.items() if k not in data}, **data}
 
 
 class DataSourceConfig(StrictConfig):
@@ -170,8 +210,12 @@ class TrainConfig(StrictConfig):
     beta2: float = Field(0.95, ge=0, lt=1)
     adam_eps: float = Field(1e-8, gt=0)
     grad_clip: float = Field(1.0, ge=0)
-    aux_loss_coef: float = Field(1e-2, ge=0)
-    z_loss_coef: float = Field(1e-3, ge=0)
+    aux_loss_coef: float = Field(1e-2, ge=0, description="load-balancing loss coefficient, per MoE layer")
+    z_loss_coef: float = Field(1e-3, ge=0, description="router z-loss coefficient, per MoE layer")
+    router_loss_layers: Literal["sum", "mean"] = Field(
+        "sum", description="'sum': every MoE layer adds coef x its own balance and z loss, as Megatron-Core "
+                           "(the paper's 1e-2 over 16 layers weighs 16 x 1e-2 in all); 'mean': coef x their "
+                           "layer mean (moelab before 2026-12-07: L times weaker)")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA; on CPU the faster of fp32 and bf16 for this model, measured (moelab.train.precision)")
     device: DeviceName = "auto"
     eval_every: int = Field(50, gt=0)
@@ -180,6 +224,11 @@ class TrainConfig(StrictConfig):
     keep_checkpoints: int = Field(2, gt=0)
     log_every: int = Field(10, gt=0)
     distributed: Literal["none", "ddp", "fsdp"] = "ddp"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _saved_before_layer_sum(cls, data: Any) -> Any:
+        return _legacy_defaults(data, cls, {"router_loss_layers": "mean"})
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":

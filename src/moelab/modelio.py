@@ -172,8 +172,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[to
             model_type = json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type")
         except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
             raise UserError(f"{path}/config.json: not a JSON object") from None
-        if model_type != "mixtral":
-            raise UserError(f"{path}: Hugging Face model_type {model_type!r} is not supported (only 'mixtral')")
+        if model_type not in ("mixtral", "qwen2_moe"):
+            raise UserError(f"{path}: Hugging Face model_type {model_type!r} is not supported (only 'mixtral', "
+                            "and 'qwen2_moe' without a shared expert)")
         return _load_hf(path, device)
     raise UserError(
         f"{path}: not a model directory (expected {MODEL_CONFIG_FILE}, a run directory with config.yaml, "

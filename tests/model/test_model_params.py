@@ -65,7 +65,9 @@ def test_parameter_names_follow_the_contract():
 
 
 def test_init_weights_std_and_norm_ones():
-    cfg = ModelConfig(vocab_size=256, d_model=64, n_layers=1, n_heads=4, num_experts=4, top_k=2, init_std=0.05)
+    # Plain init: one std everywhere (the depth-scaled default: tests/model/test_router_recipe.py).
+    cfg = ModelConfig(vocab_size=256, d_model=64, n_layers=1, n_heads=4, num_experts=4, top_k=2, init_std=0.05,
+                      depth_scaled_init=False)
     model = MoETransformer(cfg)
     for name, p in model.named_parameters():
         if name.endswith("norm.weight"):

@@ -76,8 +76,10 @@ def expect(run) -> dict:
             "--weight-decay": t.weight_decay, "--clip-grad": t.grad_clip, "--adam-beta1": t.beta1,
             "--adam-beta2": t.beta2, "--adam-eps": t.adam_eps, "--init-method-std": m.init_std,
             "--norm-epsilon": m.rms_eps, "--rotary-base": m.rope_theta, "--num-experts": m.num_experts,
-            "--moe-router-topk": m.top_k, "--moe-aux-loss-coeff": t.aux_loss_coef, "--moe-z-loss-coeff": t.z_loss_coef,
-            "--seed": t.seed}
+            "--moe-router-topk": m.top_k, "--seed": t.seed,
+            # Megatron adds the router losses per layer: a layer-mean run's coefficients are divided by L.
+            "--moe-aux-loss-coeff": t.aux_loss_coef / (1 if t.router_loss_layers == "sum" else m.n_layers),
+            "--moe-z-loss-coeff": t.z_loss_coef / (1 if t.router_loss_layers == "sum" else m.n_layers)}
 
 
 def check_against_plan(script: str, run) -> dict:
@@ -88,6 +90,8 @@ def check_against_plan(script: str, run) -> dict:
         assert switch in args and args[switch] is None, switch
     assert ("--untie-embeddings-and-output-weights" in args) == (not run.config.model.tie_embeddings)
     assert ("--group-query-attention" in args) == (run.config.model.kv_heads < run.config.model.n_heads)
+    # The gate: Megatron's default is the renormalised one; the probability itself needs pre-softmax.
+    assert ("--moe-router-pre-softmax" in args) == (not run.config.model.renormalize_gate)
     return args
 
 
@@ -159,6 +163,27 @@ def test_cpu_preset_and_other_settings_hold_the_planners_numbers(tmp_path):
     assert dict(groups["TRAINING_ARGS"])["--micro-batch-size"] == "2"
     with pytest.raises(UserError, match="--micro-batch-size 3: must divide"):
         megatron_args(runs[0], micro_batch=3)
+
+
+def test_top1_scripts_carry_the_pre_softmax_gate_and_layer_mean_coefficients_are_per_layer(tmp_path):
+    runs = [r for r in plan(load_study_config("paper-cpu")) if r.feasible]
+    top1 = [r for r in runs if r.config.model.top_k == 1]
+    assert top1 and any(r.config.model.top_k >= 2 for r in runs)
+    for r in runs:  # Megatron-LM refuses top-1 without --moe-router-pre-softmax
+        moe = dict(megatron_args(r)["MOE_ARGS"])
+        assert ("--moe-router-pre-softmax" in moe) == (r.config.model.top_k == 1), r.run_id
+    study = validate(StudyConfig, {
+        "name": "old-recipe", "budgets": [1e12], "head_dim": 16, "grid": {"d_model": [64], "num_experts": [4], "top_k": [2]},
+        "base": {"model": {"n_layers": 4}, "data": {"seq_len": 32},
+                 "train": {"router_loss_layers": "mean", "aux_loss_coef": 0.02, "z_loss_coef": 0.004}}}, "study")
+    (run,) = plan(study)
+    moe = dict(megatron_args(run)["MOE_ARGS"])
+    assert (moe["--moe-aux-loss-coeff"], moe["--moe-z-loss-coeff"]) == ("0.005", "0.001")
+    unscaled = validate(StudyConfig, {**study.model_dump(mode="json"), "base": {
+        **study.base.model_dump(mode="json"), "model": {**study.base.model.model_dump(mode="json"), "depth_scaled_init": False}}},
+        "study")
+    with pytest.raises(UserError, match="depth_scaled_init is false"):
+        megatron_args(plan(unscaled)[0])
 
 
 def stub_torchrun(tmp_path):

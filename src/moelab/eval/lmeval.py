@@ -77,7 +77,7 @@ def _is_hf_mixtral(path: Path) -> bool:
     if not (path.is_dir() and cfg.is_file()) or (path / "moelab_model.json").is_file():
         return False
     try:
-        return json.loads(cfg.read_text(encoding="utf-8")).get("model_type") == "mixtral"
+        return json.loads(cfg.read_text(encoding="utf-8")).get("model_type") in ("mixtral", "qwen2_moe")
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
         return False
 

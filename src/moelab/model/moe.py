@@ -5,9 +5,11 @@ M rows of a grouped matmul (= S, sorted by expert).
 
 Three seams with clear borders:
 
-* :class:`Router` — linear D→E (no bias) in fp32, softmax over all E, top-k, renormalise the
-  k weights to sum to 1 (Mixtral). Autocast is switched off for it: routing decisions are
-  discrete, and bf16 logits flip near-ties.
+* :class:`Router` — linear D→E (no bias) in fp32, softmax over all E, top-k; the k weights are
+  renormalised to sum to 1 (Mixtral) or are the probabilities themselves (Switch, Qwen-MoE,
+  OLMoE): ``ModelConfig.router_norm``. Renormalised at k = 1 the gate is exactly 1 and the router
+  gets no gradient from the task, so ``auto`` uses the probability there. Autocast is switched
+  off for it: routing decisions are discrete, and bf16 logits flip near-ties.
 * :func:`dispatch` — parameter-free: a stable argsort of the flattened expert ids gives the
   permutation that groups the S slots by expert; counts come from a scatter-add (no host sync,
   unlike ``bincount`` on CUDA). No per-token Python loop, no ``.item()``.
@@ -43,17 +45,22 @@ class RouterStats(NamedTuple):
 class Routing(NamedTuple):
     logits_NE: torch.Tensor
     probs_NE: torch.Tensor
-    weights_NK: torch.Tensor  # fp32, renormalised top-k probabilities (differentiable)
+    weights_NK: torch.Tensor  # fp32 gate of each chosen expert (differentiable)
     idx_NK: torch.Tensor
 
 
 class Router(nn.Module):
-    """Top-k softmax router. The parameter is ``weight [E,D]`` like ``nn.Linear(D, E, bias=False)``."""
+    """Top-k softmax router. The parameter is ``weight [E,D]`` like ``nn.Linear(D, E, bias=False)``.
 
-    def __init__(self, d_model: int, num_experts: int, top_k: int):
+    ``renormalize``: the gates are the k chosen probabilities divided by their sum (Mixtral, and
+    Megatron-Core's default softmax over the top-k logits: the same numbers); otherwise the
+    probabilities themselves (Megatron's ``--moe-router-pre-softmax``)."""
+
+    def __init__(self, d_model: int, num_experts: int, top_k: int, renormalize: bool = True):
         super().__init__()
         assert 0 < top_k <= num_experts
         self.top_k = top_k
+        self.renormalize = renormalize
         self.weight = nn.Parameter(torch.empty(num_experts, d_model))
 
     def forward(self, x_ND: torch.Tensor) -> Routing:
@@ -67,7 +74,7 @@ class Router(nn.Module):
             top_NK = probs_NE.gather(-1, idx_NK)  # topk's values, with topk's backward (a scatter)
         else:
             top_NK, idx_NK = torch.topk(probs_NE, self.top_k, dim=-1)
-        weights_NK = top_NK / top_NK.sum(dim=-1, keepdim=True)
+        weights_NK = top_NK / top_NK.sum(dim=-1, keepdim=True) if self.renormalize else top_NK
         return Routing(logits_NE, probs_NE, weights_NK, idx_NK)
 
 
@@ -351,12 +358,13 @@ def cached_weight_casts(model: nn.Module) -> Iterator[None]:
 
 
 class MoE(nn.Module):
-    """Dropless top-k MoE FFN. ``num_experts=1, top_k=1`` is exactly a dense SwiGLU FFN."""
+    """Dropless top-k MoE FFN. ``num_experts=1, top_k=1`` is exactly a dense SwiGLU FFN, in outputs
+    and gradients, with either gate: the softmax of one logit is exactly 1, with zero gradient."""
 
-    def __init__(self, d_model: int, num_experts: int, top_k: int, hidden: int):
+    def __init__(self, d_model: int, num_experts: int, top_k: int, hidden: int, renormalize: bool = True):
         super().__init__()
         self.num_experts, self.top_k = num_experts, top_k
-        self.router = Router(d_model, num_experts, top_k)
+        self.router = Router(d_model, num_experts, top_k, renormalize)
         self.experts = GroupedExperts(num_experts, d_model, hidden)
 
     def forward(self, x_BTD: torch.Tensor) -> tuple[torch.Tensor, RouterStats]:

@@ -13,6 +13,7 @@ The model returns logits and router statistics; losses live with training.
 from __future__ import annotations
 
 import functools
+import math
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 import torch
@@ -255,7 +256,7 @@ class Block(nn.Module):
         self.attn_norm = RMSNorm(cfg.d_model, cfg.rms_eps)
         self.attn = Attention(cfg)
         self.moe_norm = RMSNorm(cfg.d_model, cfg.rms_eps)
-        self.moe = MoE(cfg.d_model, cfg.num_experts, cfg.top_k, cfg.ffn_hidden)
+        self.moe = MoE(cfg.d_model, cfg.num_experts, cfg.top_k, cfg.ffn_hidden, cfg.renormalize_gate)
 
     def forward(self, x_BTD: torch.Tensor, cos_BTDh, sin_BTDh, **attn_kw) -> tuple[torch.Tensor, RouterStats]:
         h_BTD = x_BTD + self.attn(self.attn_norm(x_BTD), cos_BTDh, sin_BTDh, **attn_kw)
@@ -274,14 +275,20 @@ class MoETransformer(nn.Module):
         self.norm = RMSNorm(cfg.d_model, cfg.rms_eps)
         # Tied: no lm_head module at all, so parameter names/counts match accounting and HF.
         self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
-        self.init_weights(cfg.init_std)
+        self.init_weights(cfg.init_std, cfg.depth_scaled_init)
 
     @torch.no_grad()
-    def init_weights(self, std: float) -> None:
-        """normal(0, std) for every matrix (no depth scaling: the seed paper sweeps one std), ones for norms."""
+    def init_weights(self, std: float, depth_scaled: bool = False) -> None:
+        """normal(0, std) for every matrix, ones for norms. ``depth_scaled``: the matrices that write
+        into the residual stream (attention ``o_proj``, expert ``w_down``) get std / sqrt(2 L), as
+        Megatron-Core's ``output_layer_init_method`` (so the paper's runs: 0.02 / sqrt(32) = 0.0035
+        at 16 layers), which keeps the residual stream's variance from growing with depth."""
+        out_std = std / math.sqrt(2 * len(self.layers)) if depth_scaled else std
         for name, p in self.named_parameters():
             if name.endswith("norm.weight"):
                 p.fill_(1.0)
+            elif name.endswith(("attn.o_proj.weight", "experts.w_down")):
+                p.normal_(0.0, out_std)
             else:
                 p.normal_(0.0, std)
 

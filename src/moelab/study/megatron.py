@@ -26,8 +26,13 @@ How moelab's settings map (and why where it is not one to one):
 * min lr = ``lr · min_lr_ratio``; the decay spans all train iterations, as moelab's cosine ends on
   the last step; ``wsd`` becomes Megatron's ``WSD`` with a linear decay over the same steps;
   Megatron's warmup starts from 0 where moelab's starts at ``lr / warmup`` (one step apart);
-* load balancing ``aux_loss`` with moelab's coefficients; grouped GEMM; bf16 (moelab's ``auto``
-  precision is bf16 on GPUs too);
+* load balancing ``aux_loss`` with moelab's coefficients, which Megatron adds per MoE layer (moelab's
+  ``router_loss_layers: sum``; a ``mean`` run gets them divided by the layers, the same objective);
+  grouped GEMM; bf16 (moelab's ``auto`` precision is bf16 on GPUs too);
+* the gate: Megatron's default softmax over the top-k logits is moelab's renormalised gate; a run
+  whose gate is the probability itself (``router_norm`` none, or auto at k = 1) gets
+  ``--moe-router-pre-softmax`` (Megatron refuses top-1 without it); Megatron always draws output
+  projections with std / sqrt(2 L), so a run with ``depth_scaled_init: false`` is refused;
 * Megatron-Core models are Megatron-LM's default (no ``--use-mcore-models``); the vocabulary is the
   tokenizer's, so point ``TOKENIZER_MODEL`` at the one the config names.
 """
@@ -109,12 +114,20 @@ def megatron_args(run: PlannedRun, micro_batch: int | None = None) -> dict[str, 
     ]
     if not m.tie_embeddings:
         model.append(("--untie-embeddings-and-output-weights", None))
+    if not m.depth_scaled_init:
+        raise UserError(f"{run.run_id}: model.depth_scaled_init is false, but Megatron-LM always draws output "
+                        "projections with init_method_std / sqrt(2 num_layers); set it to true for a Megatron run")
+    per_layer = 1 if t.router_loss_layers == "sum" else m.n_layers  # Megatron adds the losses per layer
     moe: list[tuple[str, str | None]] = [
         ("--num-experts", _lit(m.num_experts)),
         ("--moe-router-topk", _lit(m.top_k)),
+    ]
+    if not m.renormalize_gate:
+        moe.append(("--moe-router-pre-softmax", None))
+    moe += [
         ("--moe-router-load-balancing-type", "aux_loss"),
-        ("--moe-aux-loss-coeff", _lit(t.aux_loss_coef)),
-        ("--moe-z-loss-coeff", _lit(t.z_loss_coef)),
+        ("--moe-aux-loss-coeff", _lit(t.aux_loss_coef / per_layer)),
+        ("--moe-z-loss-coeff", _lit(t.z_loss_coef / per_layer)),
         ("--moe-grouped-gemm", None),
         ("--moe-token-dispatcher-type", "alltoall"),
     ]

@@ -7,7 +7,8 @@ A config validates field by field when it loads (types, ranges, unknown keys, no
 repeated YAML keys). What needs more than one field, the world or an installed package is checked
 here: the evaluation tasks and task files exist, every data source's file exists, the post-training and
 test-time-compute sections name tasks and splits that exist, no two grid points are the same run, the
-experiment loggers asked for are installed, and lm-eval knows the ``eval.lm_eval`` tasks. Without it, a
+experiment loggers asked for are installed, lm-eval knows the ``eval.lm_eval`` tasks, and every
+router gets a gradient from the task (measured: moelab.study.router_check). Without it, a
 misspelt task trained every model first and failed after.
 """
 
@@ -122,7 +123,10 @@ def check_loggers(study: StudyConfig) -> None:
 
 def check_study(study: StudyConfig) -> None:
     """Every check above; the first problem is a one-line ``UserError``."""
+    from moelab.study.router_check import check_routers_learn
+
     check_grid(study)
+    check_routers_learn(study)
     check_sources(study)
     check_tasks(study)
     check_loggers(study)

@@ -20,16 +20,28 @@ __all__ = ["MicroBatchLosses", "micro_batch_losses", "router_losses"]
 
 class MicroBatchLosses(NamedTuple):
     lm: torch.Tensor  # mean next-token cross-entropy, nats, fp32 scalar
-    aux: torch.Tensor  # layer mean of the load-balancing loss
-    z: torch.Tensor  # layer mean of the router z-loss
+    aux: torch.Tensor  # layer mean of the load-balancing loss (1.0: uniform routing; 0 when dense)
+    z: torch.Tensor  # layer mean of the router z-loss (0 when dense)
     router: list  # per-layer RouterStats, for load statistics
 
-    def total(self, aux_coef: float, z_coef: float) -> torch.Tensor:
-        return self.lm + aux_coef * self.aux + z_coef * self.z
+    def total(self, aux_coef: float, z_coef: float, layers: str = "sum") -> torch.Tensor:
+        """``lm + Σ_layers (aux_coef·balance + z_coef·z)`` for ``layers='sum'`` (Megatron-Core: each
+        MoE layer adds its own losses times the coefficients), or the same with the layer mean
+        for ``'mean'`` (moelab before 2026-12-07, L times weaker)."""
+        scale = len(self.router) if layers == "sum" else 1
+        assert layers in ("sum", "mean"), layers
+        return self.lm + scale * (aux_coef * self.aux + z_coef * self.z)
 
 
 def router_losses(router, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Layer means of the balance loss and the z-loss, in fp32 with autocast off."""
+    """Layer means of the balance loss and the z-loss, in fp32 with autocast off.
+
+    A dense model (one expert) has none: its gate is exactly 1 whatever the router does, and a
+    z-loss on its single logit would train a weight that changes nothing (Megatron builds no
+    router for a dense model)."""
+    if router[0].probs_NE.shape[-1] == 1:
+        zero = torch.zeros((), device=router[0].probs_NE.device)
+        return zero, zero
     with torch.autocast(device_type=router[0].probs_NE.device.type, enabled=False):
         balance_L = torch.stack([
             load_balancing_loss(probs_NE=r.probs_NE.float(), expert_counts_E=r.expert_counts_E, top_k=top_k)

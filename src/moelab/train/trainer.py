@@ -22,8 +22,9 @@ Decisions worth knowing:
 * Exact resume: the batch of step s is a pure function of (seed, s), the LR a pure function
   of s, weights/optimizer state are saved losslessly, RNG states are restored, and log
   records after the resumed checkpoint are dropped before they are replayed.
-* Loss per step: ``CE + aux_loss_coef·mean_L(balance) + z_loss_coef·mean_L(z)``, aux losses in
-  fp32 outside autocast; the backward runs on ``loss / grad_accum`` per micro-batch.
+* Loss per step: ``CE + Σ_L (aux_loss_coef·balance + z_loss_coef·z)`` (Megatron-Core's sum over
+  MoE layers; ``train.router_loss_layers: mean`` takes the layer mean instead), aux losses in
+  fp32 outside autocast; none for a dense model; the backward runs on ``loss / grad_accum`` per micro-batch.
 * Neither ``train.steps`` nor ``train.tokens`` given: one epoch over the training tokens.
 """
 
@@ -326,7 +327,7 @@ class _Loop:
             with sync:
                 with _autocast(dev, self.precision.precision):
                     losses = micro_batch_losses(self.model, xb_BT, yb_BT, self.cfg.model.top_k)
-                (losses.total(t.aux_loss_coef, t.z_loss_coef) / t.grad_accum).backward()
+                (losses.total(t.aux_loss_coef, t.z_loss_coef, t.router_loss_layers) / t.grad_accum).backward()
             sums += torch.stack([losses.lm, losses.aux, losses.z]).detach() / t.grad_accum
             if collect is not None:
                 collect.add(losses.router)
@@ -334,7 +335,8 @@ class _Loop:
         grad_norm = self.dist.clip_grad_norm(self.model, max_norm)  # pre-clip total norm
         self.dist.all_reduce_mean(sums)
         lm, aux, z, gn = torch.cat([sums, grad_norm.reshape(1).to(sums)]).tolist()  # one host sync
-        return [lm + t.aux_loss_coef * aux + t.z_loss_coef * z, lm, aux, z, gn]
+        scale = self.cfg.model.n_layers if t.router_loss_layers == "sum" else 1  # aux, z are layer means
+        return [lm + scale * (t.aux_loss_coef * aux + t.z_loss_coef * z), lm, aux, z, gn]
 
     # -- main --------------------------------------------------------------------------------
 
