@@ -210,3 +210,61 @@ def test_exported_tokenizer_adds_bos_once_and_transformers_scores_as_moelab(tmp_
     prompts, _ = encode_pairs(loaded_tok, [(it.prompt, it.answer) for it in items])
     assert all(p[0] == bos and p[1] != bos for p in prompts)
     assert task_loss(loaded, loaded_tok, items).nll == pytest.approx(ours.nll, rel=1e-6)
+
+
+# ---------------------------------------------------------------- the gate rule and its classes
+
+
+@pytest.mark.parametrize("top_k,router_norm,cls_name", [
+    (1, "auto", "Qwen2MoeForCausalLM"),  # Switch's gate: Mixtral cannot represent it
+    (2, "none", "Qwen2MoeForCausalLM"),
+    (2, "auto", "MixtralForCausalLM"),
+    (1, "renormalize", "MixtralForCausalLM"),  # the old top-1 gate (always 1): Mixtral's own rule
+])
+def test_every_gate_rule_exports_to_a_class_that_computes_it(tmp_path, top_k, router_norm, cls_name):
+    import transformers
+
+    torch.manual_seed(2)
+    cfg = ModelConfig(vocab_size=96, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, num_experts=4, top_k=top_k,
+                      router_norm=router_norm, init_std=0.1, max_seq_len=64)
+    model = MoETransformer(cfg).eval()
+    export_hf(model, cfg, tmp_path)
+    cls = getattr(transformers, cls_name)
+    hf, info = cls.from_pretrained(tmp_path, output_loading_info=True, attn_implementation="eager")
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    assert json.loads((tmp_path / "config.json").read_text())["architectures"] == [cls_name]
+    ids = torch.randint(0, 96, (2, 12))
+    with torch.no_grad():
+        ours = model(ids).logits
+        torch.testing.assert_close(hf.eval()(ids).logits, ours, **TOL)
+    cfg2, back = import_hf(tmp_path)
+    assert cfg2.renormalize_gate == cfg.renormalize_gate
+    assert cfg2.model_copy(update={"router_norm": router_norm}) == cfg  # the same gate, canonically spelt
+    with torch.no_grad():
+        torch.testing.assert_close(back(ids).logits, ours, atol=0, rtol=0)
+
+
+def test_mixtral_top1_imports_with_its_renormalised_gate():
+    torch.manual_seed(0)
+    hf = MixtralForCausalLM(MixtralConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=1, max_position_embeddings=32)).eval()
+    cfg, model = _imported(hf)
+    assert cfg.router_norm == "renormalize" and cfg.renormalize_gate
+    ids = torch.randint(0, 64, (2, 8))
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, hf(ids).logits, **TOL)
+
+
+def test_qwen2_moe_with_a_shared_expert_or_biases_is_refused_in_one_line():
+    from transformers import Qwen2MoeConfig
+
+    base = dict(vocab_size=64, hidden_size=32, intermediate_size=48, moe_intermediate_size=48, num_hidden_layers=1,
+                num_attention_heads=2, num_key_value_heads=2, num_experts=4, num_experts_per_tok=2, qkv_bias=False,
+                shared_expert_intermediate_size=0, norm_topk_prob=True)
+    assert config_from_hf(Qwen2MoeConfig(**base)).router_norm == "auto"
+    assert config_from_hf(Qwen2MoeConfig(**{**base, "norm_topk_prob": False})).router_norm == "none"
+    with pytest.raises(UserError, match="shared expert"):
+        config_from_hf(Qwen2MoeConfig(**{**base, "shared_expert_intermediate_size": 64}))
+    with pytest.raises(UserError, match="qkv_bias"):
+        config_from_hf(Qwen2MoeConfig(**{**base, "qkv_bias": True}))
