@@ -91,12 +91,13 @@ def default_precisions(device: torch.device) -> tuple[list[str], str | None]:
 
 
 def build_pair(cfg: ModelConfig, seed: int, device: torch.device):
-    from transformers import MixtralForCausalLM
+    from transformers import AutoModelForCausalLM
 
     moe = bench.build_model(cfg, torch.device("cpu"), seed=seed)
-    hf_cfg = config_to_hf(cfg)
-    hf = MixtralForCausalLM._from_config(hf_cfg, attn_implementation="sdpa", experts_implementation="grouped_mm")
-    missing, unexpected = hf.load_state_dict(state_dict_to_hf(moe.state_dict(), layout="fused"), strict=True)
+    hf_cfg = config_to_hf(cfg)  # Mixtral, or Qwen2-MoE for a gate Mixtral cannot represent (top-1 under auto)
+    hf = AutoModelForCausalLM.from_config(hf_cfg, attn_implementation="sdpa", experts_implementation="grouped_mm")
+    sd = state_dict_to_hf(moe.state_dict(), layout="fused", model_type=hf_cfg.model_type)
+    missing, unexpected = hf.load_state_dict(sd, strict=True)
     assert not missing and not unexpected
     assert hf.config._experts_implementation == "grouped_mm" and hf.config._attn_implementation == "sdpa"
     return moe.to(device), hf.to(device)
