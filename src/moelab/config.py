@@ -73,7 +73,7 @@ class ModelConfig(StrictConfig):
 class DataSourceConfig(StrictConfig):
     """One source of pretraining text. ``kind='world'`` is the embedded default world."""
 
-    kind: Literal["world", "text", "jsonl", "parquet", "hf"] = "world"
+    kind: Literal["world", "text", "jsonl", "parquet", "hf", "prepared"] = "world"
     path: str | None = None
     text_field: str = "text"
     split: str = "train"

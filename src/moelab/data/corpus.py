@@ -329,6 +329,10 @@ def build_tokenizer(data_cfg: DataConfig, world: World | None = None):
     """``data_cfg.tokenizer`` loaded from disk, or a BPE of ``data_cfg.vocab_size`` trained on the sources."""
     if data_cfg.tokenizer:
         return load_tokenizer(data_cfg.tokenizer)
+    if any(s.kind == "prepared" for s in data_cfg.sources):
+        from moelab.data.prepared import prepared_tokenizer
+
+        return prepared_tokenizer(data_cfg)  # the one the shards were made with
     return train_tokenizer(tokenizer_texts(data_cfg, world), data_cfg.vocab_size)
 
 
@@ -368,10 +372,12 @@ class PackedBatches:
         """How many passes over the stream the batches before ``step`` make."""
         return step * self.batch_size / self.num_sequences
 
-    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(inputs_BT, targets_BT) int64 tensors for training step ``step`` (0-based)."""
+    def batch(self, step: int, rank: int = 0, world: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs_BT, targets_BT) int64 tensors for training step ``step`` (0-based): rank ``rank``'s
+        contiguous share of the global batch (all of it when ``world`` is 1)."""
         assert step >= 0
-        positions = step * self.batch_size + np.arange(self.batch_size)
+        share = self.batch_size // world
+        positions = step * self.batch_size + rank * share + np.arange(share)
         epochs, within = np.divmod(positions, self.num_sequences)
         windows_B = np.array([self._order(int(e))[w] for e, w in zip(epochs, within)])
         return _windows(self.tokens, windows_B, self.seq_len)
