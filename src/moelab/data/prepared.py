@@ -83,9 +83,9 @@ class PreparedData:
             for entry in manifest["sources"].values():
                 for shard in entry["shards"]:
                     if shard.get("train"):
-                        arrays.append(IndexedDataset(root / shard["train"]).tokens)
+                        arrays.append(IndexedDataset(root / shard["train"], random_access=True).tokens)
                     if shard.get("val"):
-                        val_arrays.append(IndexedDataset(root / shard["val"]).tokens)
+                        val_arrays.append(IndexedDataset(root / shard["val"], random_access=True).tokens)
             shards = WindowedShards(arrays, self.seq_len)
             if shards.num_windows == 0:
                 raise UserError(f"{root}: fewer than seq_len+1={self.seq_len + 1} training tokens per shard")
