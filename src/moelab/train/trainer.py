@@ -100,7 +100,8 @@ def _tokenizer(cfg: RunConfig, run_dir: Path, world, dist: Dist):
 
 
 def _prepare(cfg: RunConfig, run_dir: Path, saved: RunConfig | None, dist: Dist) -> _Setup:
-    from moelab.data.corpus import PackedBatches, build_streams
+    from moelab.data.cache import cached_streams
+    from moelab.data.corpus import PackedBatches
     from moelab.data.world import build_world
 
     if cfg.data.tokenizer and not Path(cfg.data.tokenizer).exists():
@@ -137,7 +138,8 @@ def _prepare(cfg: RunConfig, run_dir: Path, saved: RunConfig | None, dist: Dist)
         batches = data.batches(batch, t.seed, total)
         val_batches = data.val_batches(t.eval_batches, batch)
         return _Setup(eff, tok, batches, val_batches, total, tokens_per_step)
-    streams = build_streams(cfg.data, tok, world)
+    # Tokenized once per (data config, tokenizer) and cached: the runs of a sweep share it (moelab.data.cache)
+    streams = cached_streams(cfg.data, tok, world)
     total = _total_steps(t, tokens_per_step, len(streams.train))
     batches = PackedBatches(streams.train, seq_len, batch, t.seed)
     # Fixed windows spread over the validation stream: comparable across steps and runs.
