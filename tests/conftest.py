@@ -10,6 +10,13 @@ import torch
 # runs under the fixed fp32 rule. tests/train/test_precision.py exercises the measured default.
 os.environ.setdefault("MOELAB_AUTO_PRECISION", "fp32")
 
+# Token streams are cached between runs (moelab.data.cache); the suite keeps its own cache, shared by
+# its tests and their subprocesses, out of the user's ~/.cache.
+if "MOELAB_CACHE" not in os.environ:
+    import tempfile
+
+    os.environ["MOELAB_CACHE"] = tempfile.mkdtemp(prefix="moelab-test-cache-")
+
 
 @pytest.fixture(scope="module")
 def one_thread():

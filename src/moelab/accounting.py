@@ -184,3 +184,11 @@ def paper_heads(d_model: int) -> int:
         if d_model % hd == 0 and d_model >= hd:
             return d_model // hd
     return 1
+
+
+def padded_vocab_size(vocab_size: int, tensor_parallel: int = 1, divisible_by: int = 128) -> int:
+    """The vocabulary Megatron-LM builds: rounded up to a multiple of ``--make-vocab-size-divisible-by``
+    (128) × the tensor-parallel size, so each TP shard of the embedding is a whole number of 128-row
+    blocks. 99,584 stays 99,584 at TP 1 and 2, becomes 99,840 at TP 4 and 100,352 at TP 8."""
+    multiple = divisible_by * tensor_parallel
+    return -(-vocab_size // multiple) * multiple

@@ -204,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for module, name in (("moelab.eval.cli", "add_eval_commands"), ("moelab.posttrain.cli", "add_posttrain_commands"),
                          ("moelab.study.cli", "add_study_commands"), ("moelab.analysis.cli", "add_analysis_commands"),
-                         ("moelab.bench_cli", "add_bench_command")):
+                         ("moelab.bench_cli", "add_bench_command"),
+                         ("moelab.data.cli", "add_data_commands")):
         getattr(importlib.import_module(module), name)(sub)
     return p
 

@@ -113,7 +113,7 @@ def _legacy_defaults(data: Any, cls: type, legacy: dict[str, Any]) -> Any:
 class DataSourceConfig(StrictConfig):
     """One source of pretraining text. ``kind='world'`` is the embedded default world."""
 
-    kind: Literal["world", "text", "jsonl", "parquet", "hf"] = "world"
+    kind: Literal["world", "text", "jsonl", "parquet", "hf", "prepared"] = "world"
     path: str | None = None
     text_field: str = "text"
     split: str = "train"

@@ -76,7 +76,7 @@ def expect(run) -> dict:
             "--weight-decay": t.weight_decay, "--clip-grad": t.grad_clip, "--adam-beta1": t.beta1,
             "--adam-beta2": t.beta2, "--adam-eps": t.adam_eps, "--init-method-std": m.init_std,
             "--norm-epsilon": m.rms_eps, "--rotary-base": m.rope_theta, "--num-experts": m.num_experts,
-            "--moe-router-topk": m.top_k, "--seed": t.seed,
+            "--moe-ffn-hidden-size": m.ffn_hidden, "--moe-router-topk": m.top_k, "--seed": t.seed,
             # Megatron adds the router losses per layer: a layer-mean run's coefficients are divided by L.
             "--moe-aux-loss-coeff": t.aux_loss_coef / (1 if t.router_loss_layers == "sum" else m.n_layers),
             "--moe-z-loss-coeff": t.z_loss_coef / (1 if t.router_loss_layers == "sum" else m.n_layers)}
@@ -275,3 +275,29 @@ def test_no_feasible_run_is_one_line_error_and_no_folder(tmp_path):
     with pytest.raises(UserError, match="no feasible run .*top_k=4 exceeds num_experts=2"):
         write_scripts(plan(study), tmp_path / "s", "none")
     assert not (tmp_path / "s").exists()
+
+
+def test_tensor_parallel_pads_the_header_counts_and_must_divide_the_heads(tmp_path):
+    from moelab import accounting
+
+    assert [accounting.padded_vocab_size(99_584, tp) for tp in (1, 2, 4, 8)] == [99_584, 99_584, 99_840, 100_352]
+    run = next(r for r in plan(load_study_config("paper")) if r.run_id == "D1.25e11-d512-E8-k2")
+    from moelab.study.megatron import render_script
+
+    for tp, vocab in ((4, 99_840), (8, 100_352)):
+        if run.config.model.n_heads % tp:
+            with pytest.raises(UserError, match=f"tensor-parallel size {tp} does not divide the 4 attention heads"):
+                render_script(run, "paper", MegatronOptions(tensor_parallel=tp))
+            continue
+        head = render_script(run, "paper", MegatronOptions(tensor_parallel=tp)).splitlines()[2]
+        padded = run.config.model.model_copy(update={"vocab_size": vocab})
+        assert f"# {accounting.total_params(padded):,} parameters, {accounting.active_params(padded):,} active" in head
+    res = subprocess.run([*MOELAB, "plan", "paper", "--emit", "megatron", "--out", str(tmp_path / "tp8"),
+                          "--tensor-parallel", "8"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and "d512" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "tp8").exists()
+    d1024 = next(r for r in plan(load_study_config("paper")) if r.run_id == "D1.25e11-d1024-E8-k2")
+    head = render_script(d1024, "paper", MegatronOptions(tensor_parallel=8)).splitlines()[2]
+    big = d1024.config.model.model_copy(update={"vocab_size": 100_352})
+    assert f"# {accounting.total_params(big):,} parameters" in head and 'TP="${TP:-8}"' in \
+        render_script(d1024, "paper", MegatronOptions(tensor_parallel=8))

@@ -107,3 +107,47 @@ def test_a_tokenizer_failure_on_rank_0_stops_every_rank(tmp_path, tiny_cfg):
     assert "empty-tokenizer-dir" in proc.stderr  # rank 0's own one-line error
     assert "rank 0 could not build the tokenizer" in proc.stderr  # rank 1's
     assert not (tmp_path / "run").exists()  # bad input leaves nothing behind
+
+
+SPY = """
+import json, os, sys
+from moelab.config import RunConfig
+from moelab.data.prepared import PreparedBatches
+from moelab.train.trainer import train
+read = []
+real_batch = PreparedBatches.batch
+def batch(self, step, rank=0, world=1):  # records what this rank really reads, then reads it
+    read.append([step, rank, world, self.rows(step, rank, world)])
+    return real_batch(self, step, rank, world)
+PreparedBatches.batch = batch
+cfg = RunConfig.model_validate(json.loads(sys.argv[1]))
+train(cfg, sys.argv[2], progress=False)
+with open(os.path.join(sys.argv[2], f"read-{os.environ.get('RANK', '0')}.json"), "w") as f:
+    json.dump(read, f)
+"""
+
+
+@pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed with gloo")
+def test_prepared_data_two_ranks_read_disjoint_sequences(tmp_path, tiny_cfg):
+    from prepared_helpers import make_prepared  # tests/train is on sys.path (pytest's rootdir insertion)
+
+    prepared = make_prepared(tmp_path / "data", tiny_cfg().data.world.model_dump())
+    cfg = tiny_cfg(data={"sources": [{"kind": "prepared", "path": str(prepared)}]},
+                   train={"steps": 4, "checkpoint_every": 2, "eval_every": 2, "distributed": "ddp"})
+    single = train(cfg, tmp_path / "single", progress=False)
+    script = tmp_path / "spy.py"
+    script.write_text(SPY)
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(sys.path))
+    run = tmp_path / "two"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           str(script), json.dumps(cfg.model_dump(mode="json")), str(run)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    reads = [json.loads((run / f"read-{r}.json").read_text()) for r in (0, 1)]
+    for step in range(4):
+        rows = [next(tuple(map(tuple, x[3])) for x in reads[r] if x[0] == step and x[1] == r) for r in (0, 1)]
+        assert len(rows[0]) == len(rows[1]) == 4  # half of the global batch of 8 each
+        assert not set(rows[0]) & set(rows[1])  # disjoint sequences
+    assert _losses(run) == pytest.approx(_losses(tmp_path / "single"), rel=1e-4)  # the same global batches
+    assert json.loads((run / "train_summary.json").read_text())["tokens"] == single["tokens"]

@@ -28,6 +28,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -59,20 +60,39 @@ def _read_text(path: Path) -> str:
         raise UserError(f"{path}: not UTF-8 text") from None
 
 
-_BLANK_LINES = re.compile(r"\n[ \t\r]*\n")
+def _lines(file: Path) -> Iterator[str]:
+    """The lines of a UTF-8 file, streamed (a corpus file may be larger than memory)."""
+    try:
+        with open(file, encoding="utf-8") as f:
+            yield from f
+    except UnicodeDecodeError:
+        raise UserError(f"{file}: not UTF-8 text") from None
 
 
-def _text_documents(path: Path) -> list[str]:
-    docs = []
+def _is_blank(line: str) -> bool:
+    return not line.strip(" \t\r\n")
+
+
+def _text_documents(path: Path) -> Iterator[str]:
+    """Blank-line-separated paragraphs, line by line (a line of only spaces, tabs or CRs is blank)."""
     for file in _files(path, (".txt",), "text"):
-        docs += [p.strip() for p in _BLANK_LINES.split(_read_text(file)) if p.strip()]
-    return docs
+        para: list[str] = []
+        for line in _lines(file):
+            if _is_blank(line):
+                text = "".join(para).strip()
+                if text:
+                    yield text
+                para = []
+            else:
+                para.append(line)
+        text = "".join(para).strip()
+        if text:
+            yield text
 
 
-def _jsonl_documents(path: Path, text_field: str) -> list[str]:
-    docs = []
+def _jsonl_documents(path: Path, text_field: str) -> Iterator[str]:
     for file in _files(path, (".jsonl",), "jsonl"):
-        for num, line in enumerate(_read_text(file).splitlines(), start=1):
+        for num, line in enumerate(_lines(file), start=1):
             if not line.strip():
                 continue
             try:
@@ -82,30 +102,29 @@ def _jsonl_documents(path: Path, text_field: str) -> list[str]:
             if not isinstance(row, dict) or text_field not in row:
                 keys = ", ".join(row) if isinstance(row, dict) else type(row).__name__
                 raise UserError(f"{file}:{num}: no text field '{text_field}' (found: {keys})")
-            docs.append(_as_text(row[text_field], f"{file}:{num}", text_field))
-    return docs
+            yield _as_text(row[text_field], f"{file}:{num}", text_field)
 
 
-def _parquet_documents(path: Path, text_field: str) -> list[str]:
+def _parquet_documents(path: Path, text_field: str) -> Iterator[str]:
     import pyarrow.parquet as pq
 
-    docs = []
     for file in _files(path, (".parquet",), "parquet"):
         try:
-            names = pq.read_schema(file).names
+            pf = pq.ParquetFile(file)
         except Exception as err:  # pyarrow raises ArrowInvalid/OSError for non-parquet files
             raise UserError(f"{file}: not a Parquet file ({_first_line(err)})") from None
+        names = pf.schema_arrow.names
         if text_field not in names:
             raise UserError(f"{file}: no text field '{text_field}' (columns: {', '.join(names)})")
-        column = pq.read_table(file, columns=[text_field]).column(text_field).to_pylist()
-        docs += [_as_text(value, str(file), text_field) for value in column]
-    return docs
+        for batch in pf.iter_batches(columns=[text_field], batch_size=4096):  # row groups, streamed
+            for value in batch.column(0).to_pylist():
+                yield _as_text(value, str(file), text_field)
 
 
 _HF_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "text"}
 
 
-def _hf_documents(name_or_path: str, split: str, text_field: str) -> list[str]:
+def _hf_documents(name_or_path: str, split: str, text_field: str) -> Iterator[str]:
     try:
         import datasets  # optional: only 'hf' sources need it
     except ImportError:
@@ -132,7 +151,13 @@ def _hf_documents(name_or_path: str, split: str, text_field: str) -> list[str]:
         raise UserError(f"{name_or_path}: cannot load Hugging Face dataset: {_first_line(err)}") from None
     if text_field not in ds.column_names:
         raise UserError(f"{name_or_path}: no text field '{text_field}' (columns: {', '.join(ds.column_names)})")
-    return [_as_text(value, name_or_path, text_field) for value in ds[text_field]]
+    return _hf_rows(ds, name_or_path, text_field)
+
+
+def _hf_rows(ds, name_or_path: str, text_field: str) -> Iterator[str]:
+    for batch in ds.select_columns([text_field]).iter(batch_size=4096):  # Arrow-backed: memory-mapped
+        for value in batch[text_field]:
+            yield _as_text(value, name_or_path, text_field)
 
 
 def _as_text(value: object, where: str, text_field: str) -> str:
@@ -152,8 +177,8 @@ def source_label(source: DataSourceConfig) -> str:
     return "world" if source.kind == "world" else str(source.path)
 
 
-def load_documents(source: DataSourceConfig, world: World | None = None) -> list[str]:
-    """All non-empty documents of one source; a missing file or an empty corpus is a UserError."""
+def iter_documents(source: DataSourceConfig, world: World | None = None) -> Iterator[str]:
+    """The documents of one source as a stream (empty ones included); errors are UserErrors."""
     if source.kind == "world":
         assert world is not None, "a 'world' source needs the built world"
         docs = world.documents()
@@ -165,7 +190,12 @@ def load_documents(source: DataSourceConfig, world: World | None = None) -> list
         docs = _parquet_documents(Path(source.path).expanduser(), source.text_field)
     else:
         docs = _hf_documents(source.path, source.split, source.text_field)
-    docs = [d for d in docs if d.strip()]
+    return iter(docs)
+
+
+def load_documents(source: DataSourceConfig, world: World | None = None) -> list[str]:
+    """All non-empty documents of one source; a missing file or an empty corpus is a UserError."""
+    docs = [d for d in iter_documents(source, world) if d.strip()]
     if not docs:
         raise UserError(f"{source_label(source)}: empty corpus (no non-empty documents)")
     return docs
@@ -299,6 +329,10 @@ def build_tokenizer(data_cfg: DataConfig, world: World | None = None):
     """``data_cfg.tokenizer`` loaded from disk, or a BPE of ``data_cfg.vocab_size`` trained on the sources."""
     if data_cfg.tokenizer:
         return load_tokenizer(data_cfg.tokenizer)
+    if any(s.kind == "prepared" for s in data_cfg.sources):
+        from moelab.data.prepared import prepared_tokenizer
+
+        return prepared_tokenizer(data_cfg)  # the one the shards were made with
     return train_tokenizer(tokenizer_texts(data_cfg, world), data_cfg.vocab_size)
 
 
@@ -338,10 +372,12 @@ class PackedBatches:
         """How many passes over the stream the batches before ``step`` make."""
         return step * self.batch_size / self.num_sequences
 
-    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(inputs_BT, targets_BT) int64 tensors for training step ``step`` (0-based)."""
+    def batch(self, step: int, rank: int = 0, world: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs_BT, targets_BT) int64 tensors for training step ``step`` (0-based): rank ``rank``'s
+        contiguous share of the global batch (all of it when ``world`` is 1)."""
         assert step >= 0
-        positions = step * self.batch_size + np.arange(self.batch_size)
+        share = self.batch_size // world
+        positions = step * self.batch_size + rank * share + np.arange(share)
         epochs, within = np.divmod(positions, self.num_sequences)
         windows_B = np.array([self._order(int(e))[w] for e, w in zip(epochs, within)])
         return _windows(self.tokens, windows_B, self.seq_len)

@@ -186,9 +186,14 @@ def _emit_megatron(args, study, runs) -> int:
     """``plan --emit megatron --out DIR``: one Megatron-LM launch script per feasible run."""
     from moelab.study.megatron import MegatronOptions, write_scripts
 
-    options = MegatronOptions(data_path=args.data_path or "", tokenizer_type=args.tokenizer_type,
+    data_path = args.data_path or ""
+    if data_path and (Path(data_path).expanduser() / "moelab-prepared.json").is_file():
+        from moelab.data.prepared import read_prepared  # a `moelab data prepare` folder: its shards, weighted
+
+        data_path = read_prepared(Path(data_path).expanduser())["megatron_data_path"]
+    options = MegatronOptions(data_path=data_path, tokenizer_type=args.tokenizer_type,
                               tokenizer_model=args.tokenizer_model, micro_batch_size=args.micro_batch_size,
-                              megatron_lm=args.megatron_lm)
+                              megatron_lm=args.megatron_lm, tensor_parallel=args.tensor_parallel)
     trained = [r for r in runs if not getattr(r, "imported", False)]  # a study's imported models train elsewhere
     paths = write_scripts(trained, Path(args.out), study.name, options)
     skipped = [r for r in runs if not r.feasible]
@@ -225,6 +230,9 @@ def extend_plan_command(plan_parser) -> None:
     plan_parser.add_argument("--micro-batch-size", type=positive_int,
                              help="--emit megatron: sequences per GPU and forward pass (default batch_size // "
                                   "grad_accum)")
+    plan_parser.add_argument("--tensor-parallel", type=positive_int, default=1, metavar="TP",
+                             help="--emit megatron: default TP; refused unless it divides the heads; the header's "
+                                  "counts use the vocabulary Megatron pads to 128 x TP")
     plan_parser.add_argument("--megatron-lm", default="Megatron-LM", metavar="DIR",
                              help="--emit megatron: default MEGATRON_LM, a Megatron-LM checkout")
     plan_parser.set_defaults(func=cmd_plan)

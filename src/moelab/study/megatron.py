@@ -63,6 +63,7 @@ class MegatronOptions:
     tokenizer_model: str | None = None  # None: the config's data.tokenizer
     micro_batch_size: int | None = None  # None: the config's batch_size // grad_accum
     megatron_lm: str = "Megatron-LM"  # a checkout holding pretrain_gpt.py
+    tensor_parallel: int = 1  # the TP placeholder's default; the header's counts use its padded vocabulary
 
 
 def _lit(x: float | int) -> str:
@@ -120,6 +121,7 @@ def megatron_args(run: PlannedRun, micro_batch: int | None = None) -> dict[str, 
     per_layer = 1 if t.router_loss_layers == "sum" else m.n_layers  # Megatron adds the losses per layer
     moe: list[tuple[str, str | None]] = [
         ("--num-experts", _lit(m.num_experts)),
+        ("--moe-ffn-hidden-size", _lit(m.ffn_hidden)),  # explicit: Megatron warns when it derives it
         ("--moe-router-topk", _lit(m.top_k)),
     ]
     if not m.renormalize_gate:
@@ -180,13 +182,24 @@ def render_script(run: PlannedRun, study_name: str, options: MegatronOptions = M
     """The whole bash script of one run (see the module docstring)."""
     groups = megatron_args(run, options.micro_batch_size)
     cfg = run.config
+    tp = options.tensor_parallel
+    if cfg.model.n_heads % tp or (cfg.model.kv_heads % tp):
+        raise UserError(f"{run.run_id}: tensor-parallel size {tp} does not divide the {cfg.model.n_heads} attention "
+                        f"heads (d{cfg.model.d_model}); Megatron would fail late on it")
+    total, active = run.total_params, run.active_params
+    if tp > 1:  # Megatron pads the vocabulary to 128 x TP: the embedding and head grow
+        from moelab import accounting
+
+        padded = cfg.model.model_copy(update={"vocab_size": accounting.padded_vocab_size(cfg.model.vocab_size, tp)})
+        total, active = accounting.total_params(padded), accounting.active_params(padded)
     tokenizer = options.tokenizer_model if options.tokenizer_model is not None else (cfg.data.tokenizer or "")
     tokens_per_step = cfg.train.batch_size * cfg.data.seq_len
     head = (
         "#!/usr/bin/env bash\n"
         f"# {run.name}: run {run.run_id} of study '{study_name}', written by "
         f"`moelab plan {study_name} --emit megatron`.\n"
-        f"# {run.total_params:,} parameters, {run.active_params:,} active (router included); "
+        f"# {total:,} parameters, {active:,} active (router included"
+        f"{f'; vocabulary padded for TP {tp}' if tp > 1 else ''}); "
         f"{run.steps:,} steps x {tokens_per_step:,} tokens = {run.steps * tokens_per_step:,} tokens "
         f"(planned {run.tokens:,}; {run.tpp:.3g} per parameter).\n"
         "# Megatron-LM pretrain_gpt.py with Megatron-Core MoE. The model and its schedule are the literal\n"
@@ -206,7 +219,7 @@ def render_script(run: PlannedRun, study_name: str, options: MegatronOptions = M
         + _default("GPUS_PER_NODE", "8", "GPUs per node")
         + _default("MASTER_ADDR", "localhost", "rank 0's host")
         + _default("MASTER_PORT", "6000", "rank 0's port")
-        + _default("TP", "1", "tensor-parallel size")
+        + _default("TP", str(tp), "tensor-parallel size")
         + _default("PP", "1", "pipeline-parallel size")
         + _default("EP", "1", "expert-parallel size")
         + _default("CP", "1", "context-parallel size")

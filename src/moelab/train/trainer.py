@@ -71,7 +71,7 @@ class Diverged(RuntimeError):
 class _Setup:
     cfg: RunConfig  # effective: model.vocab_size == len(tokenizer)
     tokenizer: Any
-    batches: Any  # PackedBatches over the train stream
+    batches: Any  # PackedBatches over the train stream, or PreparedBatches
     val_batches: list[tuple[torch.Tensor, torch.Tensor]]
     total_steps: int
     tokens_per_step: int
@@ -101,7 +101,8 @@ def _tokenizer(cfg: RunConfig, run_dir: Path, world, dist: Dist):
 
 
 def _prepare(cfg: RunConfig, run_dir: Path, saved: RunConfig | None, dist: Dist) -> _Setup:
-    from moelab.data.corpus import PackedBatches, build_streams
+    from moelab.data.cache import cached_streams
+    from moelab.data.corpus import PackedBatches
     from moelab.data.world import build_world
 
     if cfg.data.tokenizer and not Path(cfg.data.tokenizer).exists():
@@ -113,29 +114,47 @@ def _prepare(cfg: RunConfig, run_dir: Path, saved: RunConfig | None, dist: Dist)
         raise UserError(
             f"train.batch_size={t.batch_size} is not divisible by world size {dist.world} × grad_accum {t.grad_accum}"
         )
-    world = build_world(cfg.data.world) if any(src.kind == "world" for src in cfg.data.sources) else None
+    kinds = {src.kind for src in cfg.data.sources}
+    prepared = "prepared" in kinds
+    if prepared and kinds != {"prepared"}:
+        raise UserError("data.sources: mix 'prepared' sources only with other prepared ones "
+                        "(prepare the others with `moelab data prepare`)")
+    world = build_world(cfg.data.world) if "world" in kinds else None
     run_dir.mkdir(parents=True, exist_ok=True)
     tok = _tokenizer(cfg, run_dir, world, dist)
     eff = cfg.model_copy(deep=True)
-    eff.model.vocab_size = max(cfg.model.vocab_size, len(tok))
+    # A tokenizer larger than the configured vocabulary: Megatron's padding (a multiple of 128)
+    eff.model.vocab_size = max(cfg.model.vocab_size, accounting.padded_vocab_size(len(tok)))
     if saved is not None and saved.model.vocab_size < len(tok):
         raise UserError(f"{run_dir}/tokenizer has {len(tok)} tokens but config.yaml says {saved.model.vocab_size}")
     if saved is None and dist.is_main:
         atomic_write_text(run_dir / "config.yaml", dump_yaml(eff))
 
-    streams = build_streams(cfg.data, tok, world)
     seq_len, batch = cfg.data.seq_len, t.batch_size
     tokens_per_step = seq_len * batch
-    if t.steps:
-        total = t.steps
-    elif t.tokens:
-        total = math.ceil(t.tokens / tokens_per_step)
-    else:
-        total = max(1, math.ceil(len(streams.train) / tokens_per_step))
+    if prepared:  # memory-mapped Megatron shards (moelab.data.prepared): nothing is tokenized
+        from moelab.data.prepared import PreparedData
+
+        data = PreparedData(cfg.data, tok)
+        total = _total_steps(t, tokens_per_step, data.train_tokens)
+        batches = data.batches(batch, t.seed, total)
+        val_batches = data.val_batches(t.eval_batches, batch)
+        return _Setup(eff, tok, batches, val_batches, total, tokens_per_step)
+    # Tokenized once per (data config, tokenizer) and cached: the runs of a sweep share it (moelab.data.cache)
+    streams = cached_streams(cfg.data, tok, world)
+    total = _total_steps(t, tokens_per_step, len(streams.train))
     batches = PackedBatches(streams.train, seq_len, batch, t.seed)
     # Fixed windows spread over the validation stream: comparable across steps and runs.
     val_batches = streams.val_batches(t.eval_batches, batch)
     return _Setup(eff, tok, batches, val_batches, total, tokens_per_step)
+
+
+def _total_steps(t, tokens_per_step: int, train_tokens: int) -> int:
+    if t.steps:
+        return t.steps
+    if t.tokens:
+        return math.ceil(t.tokens / tokens_per_step)
+    return max(1, math.ceil(train_tokens / tokens_per_step))  # one epoch
 
 
 def resolve_device(name: str, dist: Dist) -> torch.device:
@@ -316,8 +335,8 @@ class _Loop:
     def _train_step(self, step: int, collect: RouterStatsAccumulator | None) -> list[float]:
         """Forward/backward over the micro-batches of ``step``; returns [loss, lm, aux, z, grad_norm]."""
         t, dev = self.t, self.device
-        inputs_BT, targets_BT = self.s.batches.batch(step)  # int64 [B,T], same on every rank
-        x_BT, y_BT = self.dist.rows(inputs_BT), self.dist.rows(targets_BT)  # this rank's rows
+        # int64 [B/world, T]: this rank's contiguous share of global batch `step` (disjoint across ranks)
+        x_BT, y_BT = self.s.batches.batch(step, self.dist.rank, self.dist.world)
         micro = x_BT.shape[0] // t.grad_accum
         sums = torch.zeros(3, device=dev)  # lm, aux, z averaged over micro-batches
         for m in range(t.grad_accum):
