@@ -125,3 +125,24 @@ def test_plan_rows_carry_the_active_count_the_name_uses():
     for row in rows:
         by_shape.setdefault((row["d_model"], row["top_k"]), set()).add(row["active_params_without_router"])
     assert all(len(counts) == 1 for counts in by_shape.values())
+
+
+def test_a_real_tokenizer_sets_the_planned_vocabulary_padded_as_megatron_pads(tmp_path):
+    from moelab.data.tokenizer import save_tokenizer, train_tokenizer
+
+    texts = [f"word{i} and other{i * 7} words, {i} times" for i in range(400)]
+    tok = train_tokenizer(texts, 300)
+    save_tokenizer(tok, tmp_path / "tok")
+    assert 256 < len(tok) <= 300
+    study = validate(StudyConfig, {
+        "name": "tok", "tokens": [1e6], "head_dim": 16, "grid": {"d_model": [32], "num_experts": [4], "top_k": [2]},
+        "base": {"model": {"vocab_size": 256, "n_layers": 1}, "data": {"tokenizer": str(tmp_path / "tok"), "seq_len": 32}},
+    }, "study")
+    (run,) = plan(study)
+    assert run.config.model.vocab_size == 384  # the tokenizer's size, rounded up to a multiple of 128
+    assert run.total_params == accounting.param_counts(run.config.model).total
+    # A tokenizer that fits the configured vocabulary keeps it; a placeholder path keeps the config's.
+    fits = validate(StudyConfig, {**study.model_dump(mode="json"), "base": {
+        **study.base.model_dump(mode="json"), "model": {**study.base.model.model_dump(mode="json"), "vocab_size": 512}}}, "s")
+    assert plan(fits)[0].config.model.vocab_size == 512
+    assert plan(load_study_config("paper"))[0].config.model.vocab_size == 99584

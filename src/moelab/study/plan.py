@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from pathlib import Path
 from dataclasses import dataclass, field
 
 from pydantic import ValidationError
@@ -127,8 +128,31 @@ def _imported(study: StudyConfig) -> list[PlannedRun]:
     return runs
 
 
+def tokenizer_vocab_size(path: str | None) -> int | None:
+    """The size of the Hugging Face tokenizer at ``path`` (added tokens included, as ``len(tok)``),
+    read from its ``tokenizer.json`` alone; None when there is no such file here (a placeholder name
+    such as the ``paper`` preset's ``llm-jp-tokenizer``: the config's vocab_size then stands)."""
+    if path is None:
+        return None
+    file = Path(path).expanduser() / "tokenizer.json"
+    if not file.is_file():
+        return None
+    from tokenizers import Tokenizer
+
+    try:
+        return Tokenizer.from_file(str(file)).get_vocab_size(with_added_tokens=True)
+    except Exception:  # tokenizers raises its own exception type for a damaged file; training names it
+        return None
+
+
 def _grid(study: StudyConfig) -> list[PlannedRun]:
     g, base = study.grid, study.base
+    # A real tokenizer sets the vocabulary as the trainer will: padded as Megatron pads (a multiple of
+    # 128) when it is larger than the config's (moelab.train.trainer); the counts, FLOPs and memory use it.
+    tok_vocab = tokenizer_vocab_size(base.data.tokenizer)
+    model_vocab = base.model.vocab_size
+    if tok_vocab is not None and tok_vocab > model_vocab:
+        model_vocab = accounting.padded_vocab_size(tok_vocab)
     lrs = g.lr or [None]
     stds = g.init_std or [None]
     seeds = g.seed or [None]
@@ -151,7 +175,7 @@ def _grid(study: StudyConfig) -> list[PlannedRun]:
         heads = max(1, d // study.head_dim) if study.heads_rule == "head_dim" else base.model.n_heads
         model_fields = base.model.model_dump() | {
             "d_model": d, "num_experts": e, "top_k": k, "n_heads": heads, "init_std": run.init_std,
-            "vocab_size": base.data.vocab_size if base.data.tokenizer is None else base.model.vocab_size,
+            "vocab_size": base.data.vocab_size if base.data.tokenizer is None else model_vocab,
             "max_seq_len": max(base.model.max_seq_len, base.data.seq_len),
         }
         if study.expert_width_rule == "per_k":

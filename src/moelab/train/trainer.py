@@ -123,8 +123,10 @@ def _prepare(cfg: RunConfig, run_dir: Path, saved: RunConfig | None, dist: Dist)
     run_dir.mkdir(parents=True, exist_ok=True)
     tok = _tokenizer(cfg, run_dir, world, dist)
     eff = cfg.model_copy(deep=True)
-    # A tokenizer larger than the configured vocabulary: Megatron's padding (a multiple of 128)
-    eff.model.vocab_size = max(cfg.model.vocab_size, accounting.padded_vocab_size(len(tok)))
+    # A tokenizer larger than the configured vocabulary: Megatron's padding (a multiple of 128);
+    # one that fits keeps the configured size (the planner's rule too: moelab.study.plan).
+    if len(tok) > cfg.model.vocab_size:
+        eff.model.vocab_size = accounting.padded_vocab_size(len(tok))
     if saved is not None and saved.model.vocab_size < len(tok):
         raise UserError(f"{run_dir}/tokenizer has {len(tok)} tokens but config.yaml says {saved.model.vocab_size}")
     if saved is None and dist.is_main:
