@@ -351,7 +351,7 @@ CASES = [
     Case("import-hf-garbage-weights", "unreadable safetensors file", import_hf(hf_dir(None, "garbage"))),
     Case("import-hf-config-not-json", "not", import_hf(hf_dir("{ this is not json"))),
     Case("import-hf-config-a-list", "not a JSON object", import_hf(hf_dir("[1, 2]"))),
-    Case("import-hf-shape-mismatch", "weights do not match", import_hf(hf_with(intermediate_size=24))),
+    Case("import-hf-shape-mismatch", "weights do not match", import_hf(hf_with(intermediate_size=24, moe_intermediate_size=24))),
     Case("import-hf-missing-dir", "no such file", lambda d, a: ["import-hf", d / "nohf", d / "out"]),
     Case("import-hf-out-is-source", "is the source", lambda d, a: ["import-hf", a / "hf", a / "hf"]),
     Case("import-hf-out-contains-source", "contains the source", lambda d, a: ["import-hf", a / "hf", a]),
