@@ -1,0 +1,134 @@
+"""A real full disk and a real read-only folder (docs/reliability.md): small tmpfs mounts.
+
+* Full disk: every kind of write (a checkpoint, an evaluation summary, a store rebuild, a report)
+  fails with one line naming the file and the space left, exit 1; the previous complete state is
+  intact byte for byte; once space is freed, the same command finishes with nothing lost.
+* Read-only output folder (a read-only mount, which refuses root too): every command that writes
+  refuses it in one line, exit 2, before any work.
+
+The mounts need root (or CAP_SYS_ADMIN); elsewhere these tests skip, saying so. The fault-injecting
+disk-full test of ``test_resources.py`` runs everywhere.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from battery_assets import _fake_sweep
+from rel_helpers import ENV, make_fake_run, moelab, snapshot, tiny_run
+
+
+class Disk:
+    """A tmpfs of ``size`` mounted at ``path``: ``fill()`` takes every free byte, ``free()`` gives it back."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.filler = path / "filler"
+
+    def fill(self) -> None:
+        for name, chunk in (("filler", 1 << 16), ("filler-small", 512)):  # then the last pages
+            fd = os.open(self.path / name, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+            try:
+                while True:
+                    os.write(fd, b"\0" * chunk)
+            except OSError as err:
+                assert err.errno == errno.ENOSPC
+            finally:
+                os.close(fd)
+        assert shutil.disk_usage(self.path).free < 8192
+
+    def free(self) -> None:
+        self.filler.unlink()
+        (self.path / "filler-small").unlink()
+
+    def remount(self, options: str) -> None:
+        subprocess.run(["mount", "-o", f"remount,{options}", str(self.path)], check=True, capture_output=True)
+
+
+def _mount(path: Path, size: str) -> Disk:
+    path.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (root or CAP_SYS_ADMIN needed): {res.stderr.strip()}")
+    return Disk(path)
+
+
+@pytest.fixture
+def disk(tmp_path):
+    """A 3.5 MiB tmpfs: a tiny run's first checkpoint fits (2.3 MB), the second does not."""
+    d = _mount(tmp_path / "disk", "3500k")
+    yield d
+    subprocess.run(["umount", "-l", str(d.path)], capture_output=True)
+
+
+def _one_line_disk_full(res, names: str) -> str:
+    lines = [ln for ln in res.stderr.strip().splitlines() if ln.startswith("moelab:")]  # not progress bars
+    assert res.returncode == 1 and len(lines) == 1 and "Traceback" not in res.stderr, res.stderr[-3000:]
+    line = lines[0]
+    assert line.startswith("moelab: error: No space left on device writing ") and names in line, line
+    assert " free there)" in line and "run the same command again" in line, line
+    return line
+
+
+def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one_and_resumes(disk, tmp_path):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_run(train={"steps": 10, "checkpoint_every": 5, "eval_every": 10})))
+    run = disk.path / "run"
+    res = moelab("train", cfg, "--out", run, "--quiet")
+    line = _one_line_disk_full(res, f"{run}/checkpoints/step-10")
+    assert "B free there" in line
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-5"]  # no half-written step-10
+    from moelab.train.checkpoint import latest_complete
+
+    assert latest_complete(run).name == "step-5"  # its manifest verifies
+    kept = snapshot(run / "checkpoints" / "step-5")
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "failed" and "No space left on device" in status["message"]
+    disk.remount("size=16m")  # space is freed
+    res = moelab("train", cfg, "--out", run, "--quiet")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads((run / "status.json").read_text())["state"] == "done"
+    steps = [json.loads(ln).get("step") for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert sorted({s for s in steps if s}) == list(range(1, 11))  # nothing lost, nothing twice
+    assert snapshot(run / "checkpoints" / "step-5") == kept
+
+
+def test_a_full_disk_during_an_evaluation_keeps_the_previous_summary(disk, tmp_path):
+    run = make_fake_run(tmp_path)
+    out = disk.path / "ev"
+    argv = ["eval", "taskloss", "--model", run, "--task", "knowledge", "--limit", "2", "--out", out]
+    assert moelab(*argv).returncode == 0
+    before = snapshot(out)
+    disk.fill()
+    _one_line_disk_full(moelab(*argv), f"{out}/")
+    assert snapshot(out) == before  # the previous summary and records, byte for byte
+    disk.free()
+    res = moelab(*argv)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads((out / "taskloss.json").read_text())
+
+
+def test_a_full_disk_during_a_store_rebuild_and_a_report_keeps_the_previous_files(disk):
+    sweep = _fake_sweep(disk.path)  # a finished sweep and its store
+    res = moelab("report", sweep, "--bootstrap", "50")
+    assert res.returncode == 0, res.stderr[-2000:]
+    before = snapshot(sweep)
+    disk.fill()
+    _one_line_disk_full(moelab("query", sweep, "SELECT count(*) FROM runs", "--rebuild"), f"{sweep}/")
+    assert snapshot(sweep) == before  # study.duckdb, results.parquet, results.csv: the previous ones
+    _one_line_disk_full(moelab("report", sweep, "--bootstrap", "50"), f"{sweep}/report")
+    assert snapshot(sweep) == before  # the previous report, whole
+    disk.free()
+    res = moelab("query", sweep, "SELECT count(*) AS n FROM runs", "--rebuild", "--json")
+    assert res.returncode == 0 and json.loads(res.stdout) == [{"n": 2}], res.stderr[-2000:]
+    assert moelab("report", sweep, "--bootstrap", "50").returncode == 0
+    assert (sweep / "report" / "index.html").stat().st_size > 1000
