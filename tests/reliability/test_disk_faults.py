@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,77 @@ def test_a_full_disk_during_a_store_rebuild_and_a_report_keeps_the_previous_file
     assert res.returncode == 0 and json.loads(res.stdout) == [{"n": 2}], res.stderr[-2000:]
     assert moelab("report", sweep, "--bootstrap", "50").returncode == 0
     assert (sweep / "report" / "index.html").stat().st_size > 1000
+
+
+# ---------------------------------------------------------------- a read-only output folder
+
+
+@pytest.fixture(scope="module")
+def read_only(tmp_path_factory, one_thread):
+    """(a read-only tmpfs holding a finished sweep, an empty folder and a training run; writable assets)."""
+    from battery_assets import build_assets
+
+    root = tmp_path_factory.mktemp("readonly")
+    assets = build_assets(root / "assets")
+    disk = _mount(root / "ro", "8m")
+    _fake_sweep(disk.path)
+    (disk.path / "empty").mkdir()
+    shutil.copytree(assets / "run", disk.path / "run")
+    disk.remount("ro")
+    yield disk.path, assets
+    subprocess.run(["umount", "-l", str(disk.path)], capture_output=True)
+
+
+def run_cli(argv: list) -> tuple[int, str]:
+    """``moelab ARGV`` in this process (the command line's code path): (exit code, stderr)."""
+    import contextlib
+    import io
+
+    from moelab.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        code = main([str(x) for x in argv])
+    return code, err.getvalue()
+
+
+READ_ONLY = {  # (ro, assets) -> argv: every command that writes, into a new, empty or own-kind folder
+    "train-new": lambda r, a: ["train", a / "run.yaml", "--out", r / "new", "--quiet"],
+    "train-empty": lambda r, a: ["train", a / "run.yaml", "--out", r / "empty", "--quiet"],
+    "sweep-new": lambda r, a: ["sweep", a / "study.yaml", "--out", r / "new", "--quiet"],
+    "sweep-resume": lambda r, a: ["sweep", r / "sweep" / "study.yaml", "--out", r / "sweep", "--quiet"],
+    "eval": lambda r, a: ["eval", "taskloss", "--model", a / "run", "--task", "knowledge", "--limit", "2",
+                          "--out", r / "ev"],
+    "eval-into-its-run": lambda r, a: ["eval", "all", "--model", r / "run", "--limit", "2", "--out", r / "run" / "eval"],
+    "report": lambda r, a: ["report", r / "sweep", "--bootstrap", "50"],
+    "query-rebuild": lambda r, a: ["query", r / "sweep", "SELECT 1", "--rebuild"],
+    "grpo": lambda r, a: ["grpo", "--model", a / "run", "--task", "reasoning", "--steps", "1", "--quiet",
+                          "--out", r / "g"],
+    "ttc": lambda r, a: ["ttc", "--model", a / "run", "--task", "reasoning", "--samples", "2", "--limit", "1",
+                         "--quiet", "--out", r / "t"],
+    "export-hf": lambda r, a: ["export-hf", a / "run", r / "hf"],
+    "import-hf": lambda r, a: ["import-hf", a / "hf", r / "m"],
+    "demo": lambda r, a: ["demo", "--out", r / "demo", "--preset", "smoke", "--quiet"],
+    "plan-emit": lambda r, a: ["plan", a / "study.yaml", "--emit", "megatron", "--out", r / "mg"],
+}
+
+
+@pytest.mark.parametrize("case", READ_ONLY)
+def test_a_read_only_output_folder_is_refused_up_front(read_only, case):
+    ro, assets = read_only
+    with open("/proc/self/mounts") as f:  # the real thing: a read-only mount, which refuses root too
+        assert any(line.split()[1] == str(ro) and "ro" in line.split()[3].split(",") for line in f)
+    before = snapshot(assets)
+    started = time.monotonic()
+    code, err = run_cli(READ_ONLY[case](ro, assets))
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err[-3000:]
+    assert lines[0].startswith("moelab: error: ") and "not writable" in lines[0], lines[0]
+    assert time.monotonic() - started < 10  # before any work
+    assert snapshot(assets) == before
+
+
+def test_the_read_only_query_still_works_on_a_read_only_folder(read_only):
+    ro, _ = read_only
+    code, err = run_cli(["query", ro / "sweep", "SELECT count(*) FROM runs", "--json"])
+    assert code == 0, err

@@ -305,7 +305,10 @@ def rebuild_store(out: str | Path) -> Path:
     from moelab.study.results import columns as result_columns
     from moelab.study.results import rows_to_csv
 
+    from moelab.resources import check_writable_dir
+
     out = Path(out)
+    check_writable_dir(out, "study folder")  # a read-only folder: one line before any work
     runs, metrics, evaluations = collect(out)
     run_cols = result_columns(runs)
     run_cols = [c for c in run_cols if c != "config"] + ["config"]
