@@ -135,6 +135,30 @@ def test_a_full_disk_during_a_store_rebuild_and_a_report_keeps_the_previous_file
     assert (sweep / "report" / "index.html").stat().st_size > 1000
 
 
+def test_a_sweep_on_a_full_disk_resumes_without_retry_failed_once_space_is_freed(disk, tmp_path):
+    """A full disk fails the run it hits (status ``failed``, the message names the file), not the
+    study: once space is back, the same ``moelab sweep`` picks that run up again by itself."""
+    from test_concurrency import STUDY
+
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump(STUDY))
+    out = disk.path / "sweep"
+    res = moelab("sweep", study, "--out", out, "--quiet")
+    # the sweep stops in one line when its own write (the store) finds no space; a run that found
+    # none is marked failed, to be retried by the next sweep
+    assert res.returncode == 1, res.stderr[-3000:]
+    _one_line_disk_full(res, f"{out}/")
+    statuses = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*/status.json"))]
+    assert all(st.get("retry_on_rerun") == "disk full" and "No space left on device writing " in st["message"]
+               for st in statuses if st["state"] == "failed"), statuses
+    assert [st["state"] for st in statuses] != ["done", "done"]
+    disk.remount("size=64m")  # space is freed
+    res = moelab("sweep", study, "--out", out, "--quiet")  # the same command: no --retry-failed
+    assert res.returncode == 0, res.stderr[-3000:]
+    statuses = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*/status.json"))]
+    assert [st["state"] for st in statuses] == ["done", "done"] and not any("retry_on_rerun" in st for st in statuses)
+
+
 # ---------------------------------------------------------------- a read-only output folder
 
 
