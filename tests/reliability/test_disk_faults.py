@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from battery_assets import _fake_sweep
-from rel_helpers import ENV, make_fake_run, moelab, snapshot, tiny_run
+from rel_helpers import make_fake_run, moelab, run_cli, snapshot, tiny_run
 
 
 class Disk:
@@ -178,19 +178,6 @@ def read_only(tmp_path_factory, one_thread):
     disk.remount("ro")
     yield disk.path, assets
     subprocess.run(["umount", "-l", str(disk.path)], capture_output=True)
-
-
-def run_cli(argv: list) -> tuple[int, str]:
-    """``moelab ARGV`` in this process (the command line's code path): (exit code, stderr)."""
-    import contextlib
-    import io
-
-    from moelab.cli import main
-
-    err = io.StringIO()
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
-        code = main([str(x) for x in argv])
-    return code, err.getvalue()
 
 
 READ_ONLY = {  # (ro, assets) -> argv: every command that writes, into a new, empty or own-kind folder

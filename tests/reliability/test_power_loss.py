@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from battery_assets import _fake_sweep
-from rel_helpers import ENV, make_fake_run, moelab, snapshot, tiny_run
+from rel_helpers import ENV, make_fake_run, moelab, run_cli, snapshot, tiny_run
 
 # ``python -c POWER_CUT moelab-args…``: the real CLI, except that the write whose destination is
 # named CUT_NAME (its CUT_NTH arrival) is torn at a random byte (CUT_SEED) and the process killed.
@@ -114,24 +114,24 @@ def test_a_power_cut_in_a_checkpoint_or_a_status_write_is_never_taken_for_comple
 
 
 @pytest.mark.parametrize("seed", [1])
-def test_a_power_cut_in_an_evaluation_summary_keeps_the_previous_one(tmp_path, seed):
+def test_a_power_cut_in_an_evaluation_summary_keeps_the_previous_one(tmp_path, seed, one_thread):
     run = make_fake_run(tmp_path)
     out = tmp_path / "ev"
     argv = ["eval", "taskloss", "--model", run, "--task", "knowledge", "--limit", "2", "--out", out]
-    assert moelab(*argv).returncode == 0
+    assert run_cli(argv)[0] == 0  # the writes that are not cut run in this process (seconds saved)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     torn = cut_power(argv, "taskloss.json", seed, tmp_path / "m")
     assert {p.name: p.read_bytes() for p in out.iterdir() if p != torn} == before  # old summary, whole
-    res = moelab(*argv)
-    assert res.returncode == 0, res.stderr[-2000:]
+    code, err = run_cli(argv)
+    assert code == 0, err[-2000:]
     assert not torn.exists()  # a dead writer's temp is removed by the next write of the file
     assert json.loads((out / "taskloss.json").read_text()) == json.loads(before["taskloss.json"])
 
 
 @pytest.mark.parametrize("name", ["results.csv", "report"])
-def test_a_power_cut_in_a_store_rebuild_or_a_report_keeps_the_previous_files(tmp_path, name):
+def test_a_power_cut_in_a_store_rebuild_or_a_report_keeps_the_previous_files(tmp_path, name, one_thread):
     sweep = _fake_sweep(tmp_path)
-    assert moelab("report", sweep, "--bootstrap", "50").returncode == 0
+    assert run_cli(["report", sweep, "--bootstrap", "50"])[0] == 0
     before = snapshot(sweep)
     argv = (["query", sweep, "SELECT 1", "--rebuild"] if name == "results.csv"
             else ["report", sweep, "--bootstrap", "50"])
@@ -142,8 +142,8 @@ def test_a_power_cut_in_a_store_rebuild_or_a_report_keeps_the_previous_files(tmp
     assert changed <= ({"./study.duckdb"} if name == "results.csv" else set()), changed
     res = moelab("query", sweep, "SELECT count(*) AS n FROM runs", "--json")  # readers: a whole store
     assert res.returncode == 0 and json.loads(res.stdout) == [{"n": 2}], res.stderr[-2000:]
-    res = moelab(*argv)
-    assert res.returncode == 0, res.stderr[-2000:]
+    code, err = run_cli(argv)
+    assert code == 0, err[-2000:]
     assert not torn.exists()
     assert _complete(snapshot(sweep))["./results.csv"] == before["./results.csv"]  # rebuilt, the same rows
 
