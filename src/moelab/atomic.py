@@ -61,9 +61,9 @@ def fsync_tree(root: str | Path) -> None:
 
 # ---------------------------------------------------------------- a full disk
 
-# How libraries that do not raise OSError say the filesystem is full: torch.save's zip writer
-# ("PytorchStreamWriter failed writing file …: file write failed") and safetensors' Rust writer
-# ("… IoError(Os { code: 28, kind: StorageFull … })").
+# How libraries that do not raise OSError say the filesystem is full: safetensors' Rust writer
+# ("… IoError(Os { code: 28, kind: StorageFull … })"), DuckDB ("… No space left on device").
+# torch.save's zip writer does not say ("unexpected pos 268800 vs 268752"): see is_disk_full.
 _FULL_WORDS = ("No space left on device", "Disk quota exceeded", "StorageFull", "QuotaExceeded",
                "os error 28", "os error 122", "code: 28", "code: 122")
 
@@ -114,7 +114,10 @@ def is_disk_full(err: BaseException, where: str | Path | None = None) -> bool:
         return True
     if any(w in str(err) for w in _FULL_WORDS):
         return True
-    return where is not None and isinstance(err, Exception) and not isinstance(err, OSError) and _refuses_a_write(where)
+    from moelab.errors import UserError
+
+    library_error = isinstance(err, Exception) and not isinstance(err, (OSError, UserError))
+    return where is not None and library_error and _refuses_a_write(where)
 
 
 def _refuses_a_write(directory: str | Path, size: int = 1 << 16) -> bool:
