@@ -6,6 +6,7 @@
   store read a consistent snapshot: every query succeeds and every row is whole (a planned run id,
   a known state, a finished run with its losses), every report is built.
 * The same under a writer that does nothing but rebuild the store, as fast as it can.
+* ``moelab status`` probing the lock never makes a starting sweep refuse.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from battery_assets import _fake_sweep
@@ -138,3 +140,37 @@ def test_query_and_report_under_a_writer_that_rebuilds_the_store_without_pause(t
         assert len(rows) == 2  # both runs, every time: never a half-built store
         _check_rows(rows, planned)
     assert not [p for p in Path(sweep).iterdir() if p.name.endswith(".tmp")]  # no temp left behind
+
+
+PROBER = r'''
+import sys, time
+from moelab.study.lock import lock_holder
+t = time.time() + float(sys.argv[2])
+n = 0
+while time.time() < t:
+    lock_holder(sys.argv[1])
+    n += 1
+print(n)
+'''
+
+
+def test_moelab_status_probing_the_lock_never_makes_a_starting_sweep_refuse(tmp_path):
+    """``moelab status`` asks whether a sweep runs by taking the lock shared for an instant; a sweep
+    that starts in that instant must still get its lock (and a live sweep's refusal must stand)."""
+    from moelab.errors import UserError
+    from moelab.study.lock import SweepLock
+
+    (tmp_path / ".lock").touch()
+    prober = subprocess.Popen([sys.executable, "-c", PROBER, str(tmp_path), "4"], env=ENV, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        time.sleep(1.0)  # the prober is running
+        for _ in range(100):
+            with SweepLock(tmp_path):
+                pass
+    finally:
+        out, _ = prober.communicate(timeout=60)
+    assert int(out) > 1000  # it really probed all along
+    with SweepLock(tmp_path):  # and a held lock is still refused
+        with pytest.raises(UserError, match="being written by another sweep"):
+            SweepLock(tmp_path).acquire(timeout=0.1)
