@@ -87,10 +87,9 @@ def measure_flops_per_second(device: str = "cpu", seconds: float = 3.0, *, preci
     from moelab import accounting
     from moelab.config import TrainConfig
     from moelab.model.transformer import MoETransformer
+    from moelab.resources import shortfall, step_memory
     from moelab.train.objective import micro_batch_losses
     from moelab.train.optim import build_optimizer
-
-    from moelab.resources import shortfall, step_memory
 
     device = resolve_device(device)
     precision = resolve_precision(precision, device)
