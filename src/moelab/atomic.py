@@ -59,6 +59,107 @@ def fsync_tree(root: str | Path) -> None:
         fsync_dir(d)
 
 
+# ---------------------------------------------------------------- a full disk
+
+# How libraries that do not raise OSError say the filesystem is full: safetensors' Rust writer
+# ("… IoError(Os { code: 28, kind: StorageFull … })"), DuckDB ("… No space left on device").
+# torch.save's zip writer does not say ("unexpected pos 268800 vs 268752"): see is_disk_full.
+_FULL_WORDS = ("No space left on device", "Disk quota exceeded", "StorageFull", "QuotaExceeded",
+               "os error 28", "os error 122", "code: 28", "code: 122")
+
+
+class DiskFull(OSError):
+    """A write ran out of space. ``filename`` is the file it was writing (where it goes once complete,
+    not the temp name) and the message says how much space is left there, in one line:
+    ``No space left on device writing RUN/checkpoints/step-10/optim.pt (0 B free there)``.
+    Every writer in moelab.atomic raises it, so each command that writes through them (checkpoints,
+    evaluation summaries, the store, reports, prepared data) reports a full disk the same way."""
+
+    free: int | None = None  # bytes free when the write failed (before its temp files were removed)
+
+    def __str__(self) -> str:
+        return disk_full_message(self.filename, self.free)
+
+
+def free_bytes(path: str | Path) -> int | None:
+    """Bytes free to an unprivileged writer on the filesystem holding ``path`` (its nearest
+    existing ancestor), or None when it cannot be asked."""
+    p = Path(path).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return shutil.disk_usage(p).free
+    except OSError:
+        return None
+
+
+def disk_full_message(filename, free: int | None = None) -> str:
+    """``No space left on device writing FILE (N free there)``: the one line a full disk gets."""
+    from moelab.resources import human_bytes
+
+    where = f" writing {filename}" if filename else ""
+    if free is None and filename:
+        free = free_bytes(filename)
+    left = f" ({human_bytes(free)} free there)" if free is not None else ""
+    return f"No space left on device{where}{left}"
+
+
+def is_disk_full(err: BaseException, where: str | Path | None = None) -> bool:
+    """Whether ``err`` is the filesystem running out of space: ENOSPC/EDQUOT, a library's words for
+    it, or — for a library error that does not say why (torch.save: "unexpected pos 268800 vs
+    268752") — a directory ``where`` that refuses a small write right now."""
+    import errno
+
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if any(w in str(err) for w in _FULL_WORDS):
+        return True
+    from moelab.errors import UserError
+
+    library_error = isinstance(err, Exception) and not isinstance(err, (OSError, UserError))
+    return where is not None and library_error and _refuses_a_write(where)
+
+
+def _refuses_a_write(directory: str | Path, size: int = 1 << 16) -> bool:
+    """Ask the filesystem itself: does ``directory`` take ``size`` more bytes (written and synced)?"""
+    import errno
+
+    try:
+        fd, name = tempfile.mkstemp(prefix=".moelab-space.", suffix=".tmp", dir=directory)
+    except OSError as err:
+        return err.errno in (errno.ENOSPC, errno.EDQUOT)
+    try:
+        os.write(fd, b"\0" * size)
+        os.fsync(fd)
+        return False
+    except OSError as err:
+        return err.errno in (errno.ENOSPC, errno.EDQUOT)
+    finally:
+        os.close(fd)
+        os.unlink(name)
+
+
+def as_disk_full(err: BaseException, path: Path, tmp: Path | None = None) -> DiskFull | None:
+    """``err`` as a :class:`DiskFull` naming the destination ``path`` (a file inside the temp
+    directory ``tmp`` is named at its final place), or None when it is another error. For writers
+    that cannot go through :func:`atomic_path` (DuckDB writes its own file): call it before
+    removing the temp file, so that the free space reported is the space at the failure."""
+    import errno
+
+    if isinstance(err, DiskFull) or not is_disk_full(err, path.parent):
+        return None
+    name = getattr(err, "filename", None)
+    target = path
+    if name:
+        try:
+            target = path / Path(name).relative_to(tmp) if tmp is not None else Path(name)
+        except ValueError:
+            target = path if Path(name) == tmp else Path(name)
+    full = DiskFull(errno.ENOSPC, "No space left on device", str(target))
+    full.free = free_bytes(path.parent)
+    return full
+
+
 def _host() -> str:
     return socket.gethostname().replace(".", "_")  # no dots: the temp name is split on them
 
@@ -112,8 +213,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
         fsync_file(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
+        full = as_disk_full(err, path, tmp)  # before the cleanup: the free space at the failure
         tmp.unlink(missing_ok=True)
+        if full is not None:
+            raise full from err
         raise
     fsync_dir(path.parent)
     remove_stale_temps(path)
@@ -149,8 +253,11 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         yield tmp
         fsync_tree(tmp)
         replace_dir(tmp, path)
-    except BaseException:
+    except BaseException as err:
+        full = as_disk_full(err, path, tmp)  # before the cleanup: the free space at the failure
         shutil.rmtree(tmp, ignore_errors=True)
+        if full is not None:
+            raise full from err
         raise
     remove_stale_temps(path)
 

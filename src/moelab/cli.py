@@ -242,9 +242,11 @@ def main(argv: list[str] | None = None) -> int:
             return _report_unexpected(err)
         # A full disk is not a bug: every write is atomic, so the last complete checkpoint and the
         # finished files are intact, and the same command resumes once there is space.
-        where = f" ({err.filename})" if err.filename else ""
-        print(f"moelab: error: {err.strerror or 'no space left on device'}{where}; finished work and the last "
-              "complete checkpoint are kept: free some space and run the same command again", file=sys.stderr)
+        from moelab.atomic import disk_full_message
+
+        print(f"moelab: error: {disk_full_message(err.filename, getattr(err, 'free', None))}; finished work and "
+              "the last complete checkpoint are kept: free some space and run the same command again",
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("moelab: interrupted", file=sys.stderr)

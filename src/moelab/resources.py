@@ -81,21 +81,27 @@ def _bf16(cfg: RunConfig, device_type: str) -> bool:
 
 def memory_breakdown(cfg: RunConfig, *, device_type: str = "cpu", world: int = 1) -> MemoryEstimate:
     """Peak training memory per rank, by component (see the module docstring). No torch, no allocation."""
-    m = effective_model(cfg)
     t = cfg.train
-    n = accounting.total_params(m)
     shards = world if (world > 1 and t.distributed == "fsdp") else 1
+    rows = max(1, t.batch_size // (t.grad_accum * max(world, 1)))
+    return step_memory(effective_model(cfg), rows, cfg.data.seq_len, bf16=_bf16(cfg, device_type), shards=shards)
+
+
+def step_memory(m: ModelConfig, rows: int, seq_len: int, *, bf16: bool = False, shards: int = 1) -> MemoryEstimate:
+    """Peak memory of one training step of model ``m`` on ``rows`` sequences of ``seq_len`` tokens:
+    the arithmetic behind :func:`memory_breakdown`, for callers that hold a model config rather than
+    a run (the throughput probe, the precision measurement, ``bench``)."""
+    n = accounting.total_params(m)
     weights = -(-n * _FP32 // shards)
     grads = weights
     optimizer = 2 * weights
-    rows = max(1, t.batch_size // (t.grad_accum * max(world, 1)))
-    T = cfg.data.seq_len
+    T = seq_len
     tokens = rows * T
     D, F, E, K = m.d_model, m.ffn_hidden, m.num_experts, m.top_k
     kv = m.kv_heads * m.head_dim
     attention = 5 * D + 2 * kv + m.n_heads * T
     moe = 3 * D + 2 * E + 2 * K * D + 4 * K * F
-    act_bytes = 2 if _bf16(cfg, device_type) else _FP32
+    act_bytes = 2 if bf16 else _FP32
     activations = tokens * m.n_layers * (attention + moe) * act_bytes + tokens * D * 2 * _FP32  # + final norm
     from moelab.train.linear_ce import CHUNK_ELEMENTS, GROUP_ELEMENTS
 
@@ -159,10 +165,35 @@ def available_memory(device) -> int | None:
         avail = int(psutil.virtual_memory().available)
     except ImportError:
         avail = _meminfo_available()
-    limit = _cgroup_limit()
-    if avail is None:
-        return limit
-    return avail if limit is None else min(avail, limit)
+    known = [b for b in (avail, _cgroup_limit(), _address_space_headroom()) if b is not None]
+    return min(known) if known else None
+
+
+def _address_space_headroom() -> int | None:
+    """Bytes this process may still map under its own ``RLIMIT_AS`` (``ulimit -v``, a batch
+    scheduler's limit), or None when unlimited: a model built past it dies with MemoryError, so it
+    bounds what is available as much as the machine's free memory does."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft == resource.RLIM_INFINITY:
+            return None
+        with open("/proc/self/status") as f:
+            vm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+    except (ImportError, OSError, ValueError, StopIteration):
+        return None
+    return max(0, soft - vm)
+
+
+def shortfall(need: int, device) -> str | None:
+    """``"needs 410.0 GiB, 23.0 GiB available"`` when ``need`` bytes exceed what ``device`` has
+    available now; None when it fits or the amount available is unknown. Every probe, benchmark and
+    measurement asks this before it allocates (the same arithmetic as :func:`check_fits`)."""
+    have = available_memory(device)
+    if have is None or need <= have:
+        return None
+    return f"needs {human_bytes(need)}, {human_bytes(have)} available"
 
 
 def check_fits(cfg: RunConfig, device, *, world: int = 1, available: int | None = None) -> int:

@@ -74,5 +74,12 @@ def build_assets(root: Path) -> Path:
         "run_id,status,budget,d_model,num_experts,top_k,total_params,active_params,train_flops,"
         "accuracy/reasoning/heldout\n"
         "a,done,1e12,32,2,1,1000,800,1e12,0.5\n")
+    (root / "advise").mkdir()  # a study measured at 6e10 FLOPs, as the issue-27 battery found it
+    (root / "advise" / "results.csv").write_text(
+        "run_id,status,budget,d_model,num_experts,top_k,total_params,active_params,tokens,tpp,train_flops,"
+        "accuracy/reasoning/heldout,num_items/reasoning/heldout\n"
+        "a,done,6e10,32,2,1,150000,100000,100000,0.667,6e10,0.30,50\n"
+        "b,done,6e10,32,4,1,250000,100000,100000,0.4,6e10,0.35,50\n"
+        "c,done,6e10,32,8,1,450000,100000,100000,0.222,6e10,0.32,50\n")
     (root / "afile").write_text("a regular file, not a directory\n")
     return root

@@ -202,8 +202,37 @@ CASES = [
     # ---- analysis
     Case("advise-unknown-family", "task family 'poetry' is not in study",
          lambda d, a: (["advise", a, "--budget", "1e12", "--task-family", "poetry"], a / "report")),
+    # ---- the four tracebacks of issue 27, as real processes
+    Case("report-random-bytes-csv", "results.csv: not a results CSV",
+         lambda d, a: (["report", _study_csv(d, bytes(range(128, 256)) * 16)], d / "s")),
+    Case("report-header-only-csv", "nothing to report",
+         lambda d, a: (["report", _study_csv(d, b"run_id,status\n")], d / "s")),
+    Case("grpo-config-a-list", "expected a mapping of GRPO options",
+         lambda d, a: (_grpo("--config", _file(d / "g.yaml", "- lr\n- 1e-5\n"))(d, a)[0], d)),
+    Case("advise-budget-1e30", "1.67e+19x the largest measured budget",
+         lambda d, a: (["advise", _study_csv(d, ADVISE_CSV), "--budget", "1e30", "--task-family", "reasoning"],
+                       d / "s")),
 ]
 
+
+
+# a study measured at 6e10 FLOPs (for advise)
+ADVISE_CSV = (b"run_id,status,budget,d_model,num_experts,top_k,total_params,active_params,tokens,tpp,train_flops,"
+              b"accuracy/reasoning/heldout,num_items/reasoning/heldout\n"
+              b"a,done,6e10,32,2,1,150000,100000,100000,0.667,6e10,0.30,50\n"
+              b"b,done,6e10,32,4,1,250000,100000,100000,0.4,6e10,0.35,50\n")
+
+
+def _file(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def _study_csv(d: Path, data: bytes) -> Path:
+    """``d/s`` holding only a ``results.csv`` of ``data``."""
+    (d / "s").mkdir()
+    (d / "s" / "results.csv").write_bytes(data)
+    return d / "s"
 
 
 @pytest.fixture(scope="module")

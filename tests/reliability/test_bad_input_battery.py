@@ -45,6 +45,13 @@ def _w(path: Path, data) -> Path:
     return path
 
 
+def _csv(d: Path, data: bytes) -> Path:
+    """A study folder ``d/s`` holding only ``results.csv`` with ``data``."""
+    (d / "s").mkdir()
+    (d / "s" / "results.csv").write_bytes(data)
+    return d / "s"
+
+
 def train(cfg, *extra) -> Callable:
     return lambda d, a: ["train", _w(d / "run.yaml", cfg), "--out", d / "out", "--quiet", *extra]
 
@@ -372,6 +379,9 @@ CASES = [
     Case("export-hf-out-under-a-file", "not a directory", lambda d, a: ["export-hf", a / "run", a / "afile" / "hf"]),
     # ---- grpo
     Case("grpo-group-size-1", "group_size must be at least 2", grpo("--group-size", "1")),
+    Case("grpo-config-a-list", "g.yaml: expected a mapping of GRPO options, got a list",
+         lambda d, a: grpo("--config", _w(d / "g.yaml", "- lr\n- 1e-5\n"))(d, a)),
+    Case("grpo-config-a-scalar", "expected a mapping of GRPO options", lambda d, a: grpo("--config", _w(d / "g.yaml", "3\n"))(d, a)),
     Case("grpo-unknown-task", "unknown task", lambda d, a: grpo()(d, a)[:3] + ["--task", "nope", "--out", d / "o"]),
     Case("grpo-steps-zero", "steps", grpo("--steps", "0")),
     Case("grpo-lr-nan", "--lr: must be a finite number", grpo("--lr", "nan")),
@@ -447,6 +457,18 @@ CASES = [
     Case("advise-metric", "invalid choice", lambda d, a: ["advise", a, "--budget", "1e12", "--task-family",
                                                           "reasoning", "--metric", "vibes"]),
     Case("advise-missing-dir", "no such directory", lambda d, a: ["advise", d / "none", "--budget", "1e12", "--task-family", "x"]),
+    # a results.csv of random bytes, and one with a header only: the file named, nothing written
+    Case("report-garbage-csv", "results.csv: not a results CSV",
+         lambda d, a: ["report", _csv(d, bytes(range(128, 256)) * 16)]),
+    Case("report-header-only-csv", "results.csv: no runs in it; nothing to report",
+         lambda d, a: ["report", _csv(d, b"run_id,status,budget,train_flops\n")]),
+    Case("advise-header-only-csv", "nothing to report",
+         lambda d, a: ["advise", _csv(d, b"run_id,status\n"), "--budget", "1e12", "--task-family", "reasoning"]),
+    # a study measured at 6e10 FLOPs: 1e30 recommended 7e19 experts; refused, saying why
+    Case("advise-budget-beyond-the-measured-range", "1.67e+19x the largest measured budget",
+         lambda d, a: ["advise", a / "advise", "--budget", "1e30", "--task-family", "reasoning"]),
+    Case("advise-budget-far-below-the-measured-range", "extrapolates at most x1000",
+         lambda d, a: ["advise", a / "advise", "--budget", "1e5", "--task-family", "reasoning"]),
     # ---- bench
     Case("bench-does-not-fit", "needs at least", bench("score", "--d-model", "1000000000")),
     Case("bench-train-does-not-fit", "memory", bench("train", "--d-model", "65536", "--heads", "4")),
@@ -535,6 +557,8 @@ GOOD = [
                                                         a / "task.json", "--out", d / "ev", "--json"])),
     ("generate", lambda d, a: ["generate", "--model", a / "run", "--prompt", "Q: who?", "--max-new-tokens", "4"]),
     ("query", lambda d, a: ["query", a / "sweep", SELECT, "--json"]),
+    ("advise-within-the-extrapolation-limit", lambda d, a: ["advise", a / "advise", "--budget", "6e12",
+                                                           "--task-family", "reasoning", "--bootstrap", "50"]),
     ("query-temp-table", lambda d, a: ["query", a / "sweep", "CREATE TEMP TABLE t AS SELECT 1 AS x; SELECT x FROM t"]),
     ("status", lambda d, a: ["status", a / "sweep"]),
     ("export-hf", lambda d, a: ["export-hf", a / "run", d / "hf"]),

@@ -134,3 +134,53 @@ def test_a_full_disk_while_checkpointing_fails_cleanly_and_keeps_the_previous_ch
     assert res.returncode == 0, res.stderr[-2000:]
     assert json.loads((run / "status.json").read_text())["state"] == "done"
     assert json.loads((run / "train_summary.json").read_text())["steps"] == 10
+
+
+def _limit_address_space(limit: int):
+    def apply():  # in the child, before it execs: the limit is the child's alone
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    return apply
+
+
+def test_plan_paper_builds_nothing_that_does_not_fit_and_plans_within_1_gib(tmp_path):
+    """The paper's grid (up to 100B-parameter models) plans under a 1 GiB address-space limit, in
+    seconds: the throughput probe and the precision measurement are skipped for every run the
+    trainer's estimate says cannot fit, and each such run says so. Before the check, the precision
+    measurement built the paper's models (24 GB resident, then the OOM killer)."""
+    # no cached probe (it really runs) and the precision measured as users get it (the suite fixes fp32)
+    env = {**ENV, "XDG_CACHE_HOME": str(tmp_path / "cache"), "MOELAB_AUTO_PRECISION": "measure"}
+    started = time.monotonic()
+    res = subprocess.run([sys.executable, "-m", "moelab", "plan", "paper"], capture_output=True, text=True,
+                         env=env, timeout=120, preexec_fn=_limit_address_space(2**30))
+    took = time.monotonic() - started
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    notes = [ln for ln in res.stderr.splitlines() if "no time estimate: needs " in ln]
+    assert len(notes) == 69, res.stderr[-2000:]  # every feasible run of the grid (72 points, 3 with k > E)
+    assert all(" available" in ln for ln in notes) and "D1.25e11-d2048-E256-k16: no time estimate" in res.stderr
+    assert took < 60, took
+
+
+def test_the_precision_measurement_and_the_probe_check_memory_first(monkeypatch):
+    from moelab.config import ModelConfig
+    from moelab.resources import shortfall, step_memory
+    from moelab.train.precision import resolve_precision
+
+    big = ModelConfig(vocab_size=99584, d_model=2048, n_layers=16, n_heads=16, num_experts=256, top_k=2,
+                      max_seq_len=4096)
+    monkeypatch.setenv("MOELAB_AUTO_PRECISION", "measure")  # the suite fixes fp32; measure as users do
+    choice = resolve_precision("auto", "cpu", big, batch=16, seq=4096)  # would build two 100B models
+    assert choice.precision == "fp32" and "not measured" in choice.rule and "available" in choice.rule
+    assert shortfall(step_memory(big, 16, 4096).total, "cpu").startswith("needs ")
+    assert shortfall(1, "cpu") is None
+    # The probe, with 1 MiB left under the process's address-space limit: refused before its model is built.
+    code = ("import resource, sys\n"
+            "from moelab.study.probe import ProbeUnavailable, measure_flops_per_second\n"
+            "import torch, moelab.model.transformer, moelab.train.objective, moelab.train.optim\n"
+            "vm = next(int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmSize:'))\n"
+            "resource.setrlimit(resource.RLIMIT_AS, (vm + (1 << 20), resource.RLIM_INFINITY))\n"
+            "try:\n"
+            "    measure_flops_per_second('cpu', seconds=0.1)\n"
+            "except ProbeUnavailable as err:\n"
+            "    print(err); sys.exit(3)\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=120)
+    assert res.returncode == 3 and res.stdout.startswith("the throughput probe needs "), (res.stdout, res.stderr[-2000:])

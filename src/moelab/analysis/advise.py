@@ -10,7 +10,8 @@ How:
    budget the active size whose best model scores best is kept.
 2. The optimum's log10 TPP and its bootstrap interval are interpolated linearly in log budget
    between the measured budgets. Outside the measured range the nearest budget's values are used,
-   and the answer says so (``in_range: False``): that is an extrapolation.
+   and the answer says so (``in_range: False``): that is an extrapolation. A budget more than
+   ``MAX_EXTRAPOLATION`` (x1000) beyond the measured range is refused (``UserError``).
 3. With the kept active size's d_model and top_k, total parameters are linear in E (the study's
    own models give the line), so the optimal TPP at the requested budget gives a total-parameter
    count, hence an E, rounded to a power of two not below k. The TPP interval maps to an E interval.
@@ -34,6 +35,12 @@ from moelab.analysis.optimum import GroupOptimum, optimal_sparsity
 from moelab.errors import UserError
 
 __all__ = ["advise", "format_advice", "parse_budget"]
+
+# How far outside the measured budgets an answer may reach (either side, as a factor). Three
+# decades: about what compute-optimal fits are trusted to extrapolate (Chinchilla's fits reach
+# ~2-3 orders of magnitude past their runs); beyond it an optimum is a guess, and an E from it
+# can be absurd (1e30 FLOPs from a study at 6e10 gave 7e19 experts).
+MAX_EXTRAPOLATION = 1000.0
 
 _SUFFIX = {"K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18}
 
@@ -117,6 +124,12 @@ def advise(study_dir: str | Path, budget: float, task_family: str, *, metric: st
     flops = [g.flops for g in chosen]
     lo_f, hi_f = min(g.flops for g in groups), max(g.flops for g in groups)
     in_range = lo_f * 0.99 <= budget <= hi_f * 1.01
+    if not lo_f / MAX_EXTRAPOLATION <= budget <= hi_f * MAX_EXTRAPOLATION:
+        side = (f"{budget / hi_f:.3g}x the largest" if budget > hi_f else f"1/{lo_f / budget:.3g} of the smallest")
+        raise UserError(
+            f"--budget {budget:.3g} FLOPs is {side} measured budget (study {study_dir} measured "
+            f"{lo_f:.3g} - {hi_f:.3g} FLOPs); advise extrapolates at most x{MAX_EXTRAPOLATION:g} beyond the "
+            "measured range, past which the fits say nothing: measure budgets nearer to it first")
 
     # step 2: optimal log TPP (and interval) interpolated in log budget
     def loc(g: GroupOptimum) -> tuple[float, float | None, float | None]:

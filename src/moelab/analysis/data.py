@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from moelab.errors import UserError
+from moelab.errors import UserError, one_line
 
 # Statuses a row can have; ``missing`` means planned but absent from the results.
 STATUSES = ("done", "running", "pending", "failed", "diverged", "infeasible", "missing")
@@ -95,8 +95,14 @@ def _coerce(v: Any) -> Any:
 
 
 def read_csv_rows(path: Path) -> list[dict]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        return [{k: _coerce(v) for k, v in r.items() if k is not None} for r in csv.DictReader(fh)]
+    """The rows of a results CSV; ``UserError`` naming the file when it is not one (moelab writes it
+    atomically, so a damaged file was changed by something else)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            return [{k: _coerce(v) for k, v in r.items() if k is not None} for r in csv.DictReader(fh)]
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise UserError(f"{path}: not a results CSV ({type(err).__name__}: {one_line(err)}); "
+                        "restore it or rebuild it from the per-run files (`moelab query DIR --rebuild`)") from None
 
 
 def read_store_rows(db: Path) -> list[dict]:
@@ -144,6 +150,9 @@ def load_study_rows(study_dir: str | Path, *, write_store: bool = True) -> tuple
     elif rows is None:
         raise UserError(f"{d}: no results (neither study.duckdb nor results.csv)")
     rows = add_missing_planned(rows, d / "plan.json")
+    if not rows:  # a header-only CSV, an empty store: an empty report would look like a result
+        named = {csv_path.name: csv_path, f"{db.name} (runs table)": db}.get(source, d)
+        raise UserError(f"{named}: no runs in it; nothing to report (train some runs first)")
     return normalise(rows), source
 
 

@@ -376,8 +376,11 @@ def build_report(study_dir: Path, *, n_boot: int = 1000) -> Path:
     The report directory is built beside the old one and swapped in whole.
     """
     from moelab.atomic import atomic_dir
+    from moelab.resources import check_writable_dir
 
     study_dir = Path(study_dir)
+    if study_dir.is_dir():  # a missing one is named by load_study_rows
+        check_writable_dir(study_dir, "report: the study folder")  # read-only: refused before any work
     rows, source = D.load_study_rows(study_dir)
     name = _study_name(study_dir)
     with atomic_dir(study_dir / REPORT_DIR) as tmp:

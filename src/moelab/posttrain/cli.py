@@ -77,9 +77,10 @@ def cmd_grpo(args) -> int:
     from moelab.eval.tasks import get_task
     from moelab.posttrain.grpo import grpo, load_grpo_config
 
-    data: dict = dict(read_yaml(args.config) or {}) if args.config else {}
-    if not isinstance(data, dict):
-        raise UserError(f"{args.config}: expected a mapping of GRPO options")
+    data = (read_yaml(args.config) or {}) if args.config else {}
+    if not isinstance(data, dict):  # a list or a scalar at the top level
+        raise UserError(f"{args.config}: expected a mapping of GRPO options, got a {type(data).__name__}")
+    data = dict(data)
     data["model"] = str(Path(args.model).expanduser().resolve())
     data["task"] = args.task
     for flag, (field, _) in _GRPO_OPTIONS.items():

@@ -159,12 +159,17 @@ def cmd_plan(args) -> int:
             row = r.row()
             if getattr(r, "est_seconds", None) is not None:
                 row["est_seconds"] = r.est_seconds
+            if getattr(r, "est_note", None):
+                row["est_note"] = r.est_note
             rows.append(row)
         _print_json(rows)
     else:
         from moelab.ui import console, print_plan
 
         print_plan(runs)
+        for r in runs:
+            if getattr(r, "est_note", None):  # too large for this machine: nothing of its size was built
+                console.print(f"{r.run_id}: {r.est_note}")
         if fps:
             from moelab.study.probe import resolve_device, resolve_precision
 

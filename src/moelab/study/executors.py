@@ -130,7 +130,11 @@ def run_job(job: Job, progress: bool = False) -> dict:
                 (rdir / "error.txt").write_text(traceback.format_exc())
             except OSError:
                 pass
-            return base | {"status": "failed", "error": _one_line(err), "seconds": time.time() - started}
+            from moelab.atomic import is_disk_full
+
+            # a full disk is no fault of the run: the next sweep retries it without --retry-failed
+            retry = {"retry_on_rerun": "disk full"} if is_disk_full(err) else {}
+            return base | {"status": "failed", "error": _one_line(err), "seconds": time.time() - started, **retry}
         (rdir / "error.txt").unlink(missing_ok=True)
         return base | {"status": "done", "seconds": time.time() - started,
                        "summary": _scalars(summary), "evaluation": _scalars(evaluation)}

@@ -95,7 +95,10 @@ class SweepLock(FileLock):
         super().__init__(Path(out) / ".lock")
         self.out = Path(out)
 
-    def acquire(self, timeout: float = 0.0, poll: float = 0.2) -> "SweepLock":
+    def acquire(self, timeout: float = 1.0, poll: float = 0.05) -> "SweepLock":
+        # Not 0: ``lock_holder`` (``moelab status``) takes the lock shared for a few microseconds to
+        # test it, and a sweep starting in that instant would be refused; a live sweep holds it
+        # for good, so a second sweep is still refused, a second later.
         try:
             super().acquire(timeout, poll)
         except Locked as err:

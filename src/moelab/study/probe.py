@@ -87,12 +87,16 @@ def measure_flops_per_second(device: str = "cpu", seconds: float = 3.0, *, preci
     from moelab import accounting
     from moelab.config import TrainConfig
     from moelab.model.transformer import MoETransformer
+    from moelab.resources import shortfall, step_memory
     from moelab.train.objective import micro_batch_losses
     from moelab.train.optim import build_optimizer
 
     device = resolve_device(device)
     precision = resolve_precision(precision, device)
     cfg, batch, seq = probe_model_config(device)
+    short = shortfall(step_memory(cfg, batch, seq).total, device)  # before the probe model exists
+    if short:
+        raise ProbeUnavailable(f"the throughput probe {short}")
     dev = torch.device(device)
     gen = torch.Generator().manual_seed(0)
     model = MoETransformer(cfg).to(dev)
@@ -166,6 +170,20 @@ def add_estimates(runs, flops_per_s: float) -> None:
             run.est_seconds = estimated_seconds(run, flops_per_s)
 
 
+def _too_big_here(run, device: str) -> bool:
+    """Whether ``run`` cannot train on this machine by the trainer's own memory estimate
+    (:func:`moelab.resources.check_fits`); such a run gets ``est_note`` instead of a time, and
+    nothing of its size is built (the precision measurement would build it twice)."""
+    from moelab.resources import estimate_training_memory, shortfall
+
+    if not run.feasible or getattr(run, "imported", False) or run.config is None:
+        return False
+    short = shortfall(estimate_training_memory(run.config, device_type=device.split(":")[0]), device)
+    if short:
+        run.est_seconds, run.est_note = None, f"no time estimate: {short}"
+    return bool(short)
+
+
 def estimate_plan(study, runs, *, probe: bool = True, refresh: bool = False) -> float | None:
     """Probe (or read the cache; ``refresh`` measures again) for the study's device and precision
     and annotate ``runs``; returns the FLOP/s used, or None when ``probe`` is off. Raises
@@ -174,11 +192,12 @@ def estimate_plan(study, runs, *, probe: bool = True, refresh: bool = False) -> 
         return None  # nothing to train here: no probe
     t = study.base.train
     fps = cached_flops_per_second(t.device, precision=t.precision, refresh=refresh)
+    device = resolve_device(t.device)
+    runs = [r for r in runs if not _too_big_here(r, device)]  # the rest get no estimate, and say why
     add_estimates(runs, fps)
     from moelab.resources import effective_model
     from moelab.train.precision import measuring
 
-    device = resolve_device(t.device)
     if t.precision == "auto" and device == "cpu" and measuring():
         # The trainer picks each run's precision by measurement: estimate each run at its own.
         by_precision = {"fp32": [], "bf16": []}

@@ -37,7 +37,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from moelab.atomic import atomic_path, atomic_write_json, atomic_write_text
+from moelab.atomic import as_disk_full, atomic_path, atomic_write_json, atomic_write_text
 from moelab.errors import UserError
 
 STORE_FILE = "study.duckdb"
@@ -305,7 +305,10 @@ def rebuild_store(out: str | Path) -> Path:
     from moelab.study.results import columns as result_columns
     from moelab.study.results import rows_to_csv
 
+    from moelab.resources import check_writable_dir
+
     out = Path(out)
+    check_writable_dir(out, "study folder")  # a read-only folder: one line before any work
     runs, metrics, evaluations = collect(out)
     run_cols = result_columns(runs)
     run_cols = [c for c in run_cols if c != "config"] + ["config"]
@@ -336,6 +339,11 @@ def rebuild_store(out: str | Path) -> Path:
         finally:
             con.close()
         os.replace(tmp, out / STORE_FILE)
+    except Exception as err:
+        full = as_disk_full(err, out / STORE_FILE, tmp)  # DuckDB says it in its own words
+        if full is not None:
+            raise full from err
+        raise
     finally:
         tmp.unlink(missing_ok=True)
         Path(f"{tmp}.wal").unlink(missing_ok=True)

@@ -179,7 +179,8 @@ def _jobs_to_run(feasible: list[PlannedRun], out: Path, retry_failed: bool, resu
         if status is None:
             rdir.mkdir(parents=True, exist_ok=True)
             store.write_status(rdir, "pending", message="planned")
-        if state in ("done", "diverged") or (state == "failed" and not retry_failed):
+        retry = retry_failed or bool(status and status.get("retry_on_rerun"))  # e.g. the disk was full
+        if state in ("done", "diverged") or (state == "failed" and not retry):
             result.skipped.append(r.run_id)
             continue
         imported = None
@@ -197,7 +198,7 @@ def _record(out: Path, outcome: dict) -> dict:
     """Write the terminal ``status.json`` of a finished run from its worker's outcome."""
     rdir = store.run_dir(out, outcome["run_id"])
     previous = store.read_status(rdir) or {}
-    keep = {k: v for k, v in previous.items() if k not in ("by",)}
+    keep = {k: v for k, v in previous.items() if k not in ("by", "retry_on_rerun")}
     common = {"by": "sweep", "seconds": round(float(outcome.get("seconds") or 0.0), 3),
               "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     status = outcome["status"]
@@ -209,6 +210,8 @@ def _record(out: Path, outcome: dict) -> dict:
                                   message=outcome.get("error") or "diverged", **common)
     error_file = rdir / "error.txt"
     extra = {"error_file": "error.txt"} if error_file.is_file() else {}
+    if outcome.get("retry_on_rerun"):
+        extra["retry_on_rerun"] = outcome["retry_on_rerun"]
     return store.write_status(rdir, "failed", keep=keep, message=outcome.get("error") or "failed", **common, **extra)
 
 

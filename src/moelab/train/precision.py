@@ -81,6 +81,9 @@ def resolve_precision(precision: str, device_type: str, model_cfg=None, *, batch
         return PrecisionChoice("fp32", f"auto: fp32 on CPU ({ENV}=fp32, the rule of the calibration)")
     if model_cfg is None or not batch or not seq:
         return PrecisionChoice("fp32", "auto: fp32 on CPU (not measured: several ranks, an older checkpoint, or no model size given)")
+    short = measurement_shortfall(model_cfg, batch, seq)
+    if short:
+        return PrecisionChoice("fp32", f"auto: fp32 on CPU (not measured: timing both precisions at this size {short})")
     matmul = cached_bf16_matmul_speedup()
     if matmul < MIN_MATMUL_GAIN:
         return PrecisionChoice("fp32", f"auto: fp32 on CPU, bf16 matmul measured x{matmul:.2f} of fp32 on this "
@@ -89,6 +92,15 @@ def resolve_precision(precision: str, device_type: str, model_cfg=None, *, batch
     chosen = "bf16" if speedup >= MIN_GAIN else "fp32"
     return PrecisionChoice(chosen, f"auto: {chosen} on CPU, bf16 measured x{speedup:.2f} "
                                    f"of fp32 at this size (bf16 needs >= x{MIN_GAIN:.2f})", round(speedup, 3))
+
+
+def measurement_shortfall(model_cfg, batch: int, seq: int) -> str | None:
+    """Why the bf16/fp32 step timing cannot run here, or None: it builds two models of this size
+    (one per precision) and trains each a step, so it needs twice the training estimate of
+    :mod:`moelab.resources`; a planned model far larger than the machine must not be built."""
+    from moelab.resources import shortfall, step_memory
+
+    return shortfall(2 * step_memory(model_cfg, batch, seq).total, "cpu")
 
 
 def cpu_id() -> str:

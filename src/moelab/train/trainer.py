@@ -378,7 +378,10 @@ class _Loop:
             raise
         except BaseException as err:
             if main:
-                write_status(self.run_dir, "failed", self.step, total, f"{type(err).__name__}: {err}")
+                try:
+                    write_status(self.run_dir, "failed", self.step, total, f"{type(err).__name__}: {err}")
+                except OSError:
+                    pass  # a full disk can refuse this too: the error being raised says more
             raise
         finally:
             if logger is not None:
