@@ -164,6 +164,37 @@ def test_a_sweep_on_a_full_disk_resumes_without_retry_failed_once_space_is_freed
 # ---------------------------------------------------------------- a read-only output folder
 
 
+def test_a_full_disk_during_data_prepare_keeps_the_finished_source_and_resumes(disk, tmp_path):
+    from moelab.data.indexed import IndexedDataset
+    from moelab.data.prepare import MANIFEST
+    from moelab.data.tokenizer import save_tokenizer, train_tokenizer
+
+    words = ["alpha", "beta", "gamma", "delta", "fox", "runs", "over", "12", "7"]
+    sources = {}
+    for name, count in (("a", 2000), ("b", 150000)):  # b needs more than the 3.5 MiB disk holds
+        docs = [f"{name} doc {i}: " + " ".join(words[(i * j) % len(words)] for j in range(3 + i % 17)) for i in range(count)]
+        sources[name] = tmp_path / f"{name}.jsonl"
+        sources[name].write_text("".join(json.dumps({"text": d}) + "\n" for d in docs), encoding="utf-8")
+    save_tokenizer(train_tokenizer(docs[:500], 300), tmp_path / "tok")
+    out = disk.path / "prepared"
+    common = ["--tokenizer", tmp_path / "tok", "--out", out, "--shard-tokens", 100_000, "--quiet"]
+    assert moelab("data", "prepare", sources["a"], *common).returncode == 0
+    kept = snapshot(out)
+    res = moelab("data", "prepare", sources["a"], sources["b"], *common)
+    _one_line_disk_full(res, str(out))
+    manifest = json.loads((out / MANIFEST).read_text())
+    done = [e for e in manifest["sources"].values() if e["state"] == "done"]
+    assert len(done) == 1 and all(IndexedDataset(out / sh["train"]) for sh in done[0]["shards"])
+    manifest_key = f"./{MANIFEST}"  # the manifest lists the new source's shards as they finish
+    assert {k: v for k, v in snapshot(out).items() if k in kept and k != manifest_key} == \
+        {k: v for k, v in kept.items() if k != manifest_key}  # the finished source's shards, byte for byte
+    disk.remount("size=16m")  # space is freed
+    res = moelab("data", "prepare", sources["a"], sources["b"], *common)
+    assert res.returncode == 0, res.stderr[-2000:]
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert all(e["state"] == "done" for e in manifest["sources"].values()) and len(manifest["sources"]) == 2
+
+
 @pytest.fixture(scope="module")
 def read_only(tmp_path_factory, one_thread):
     """(a read-only tmpfs holding a finished sweep, an empty folder and a training run; writable assets)."""

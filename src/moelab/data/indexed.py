@@ -151,12 +151,27 @@ class IndexedWriter:
         flat = np.concatenate(docs)
         if flat.size and (flat.min() < 0 or flat.max() > np.iinfo(self.dtype).max):
             raise ValueError(f"token id out of range for {self.dtype}")
-        self._bin.write(flat.astype(self.dtype, copy=False).tobytes())
+        try:
+            self._bin.write(flat.astype(self.dtype, copy=False).tobytes())
+        except OSError as err:
+            raise self._disk_full(err, bin_path(self.prefix)) from None
         self._lengths.append(np.fromiter((len(d) for d in docs), np.int32, len(docs)))
         self.num_tokens += int(flat.size)
 
+    def _disk_full(self, err: OSError, dest: Path) -> OSError:
+        """``err``, or the one-line full-disk error naming the shard and the space left (moelab.atomic)."""
+        from moelab.atomic import as_disk_full
+
+        return as_disk_full(err, dest) or err
+
     def finish(self) -> Path:
         """Make the pair durable and visible; returns the prefix."""
+        try:
+            return self._finish()
+        except OSError as err:
+            raise self._disk_full(err, idx_path(self.prefix) if self._bin.closed else bin_path(self.prefix)) from None
+
+    def _finish(self) -> Path:
         self._bin.flush()
         os.fsync(self._bin.fileno())
         self._bin.close()
@@ -175,7 +190,10 @@ class IndexedWriter:
         return self.prefix
 
     def abort(self) -> None:
-        self._bin.close()
+        try:
+            self._bin.close()
+        except OSError:  # its buffer cannot be flushed (a full disk): the file is deleted anyway
+            pass
         for p in (self._tmp_bin, self._tmp_idx):
             p.unlink(missing_ok=True)
 
