@@ -142,8 +142,8 @@ def test_sigkill_during_prepare_then_rerun_continues(corpus, tmp_path):
     assert not list(killed.rglob("*.tmp"))  # the killed writer's partial shard was overwritten
 
 
-@pytest.mark.parametrize("case", ["missing source", "unreadable source", "missing tokenizer", "other tokenizer",
-                                  "bad json"])
+@pytest.mark.parametrize("case", ["missing source", "unreadable source", "garbage parquet", "not utf-8",
+                                  "missing tokenizer", "other tokenizer", "bad json"])
 def test_bad_input_is_one_line_exit_2_and_nothing_written(corpus, tmp_path, case):
     root, _ = corpus
     out, source, tok = tmp_path / "out", root / "c.jsonl", root / "tok"
@@ -155,6 +155,12 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(corpus, tmp_path, case
         source = tmp_path / "locked.jsonl"
         source.write_text('{"text": "a"}\n')
         source.chmod(0)
+    elif case == "garbage parquet":  # unreadable for root too
+        source = tmp_path / "garbage.parquet"
+        source.write_bytes(np.random.default_rng(0).bytes(5000))
+    elif case == "not utf-8":
+        source = tmp_path / "latin.txt"
+        source.write_bytes("caf\xe9 cr\xe8me\n".encode("latin-1"))
     elif case == "missing tokenizer":
         tok = tmp_path / "no-tokenizer"
     elif case == "bad json":
@@ -169,5 +175,6 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(corpus, tmp_path, case
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("moelab: error:"), proc.stderr
     assert {"other tokenizer": "another tokenizer", "bad json": "invalid JSON", "missing tokenizer": "no-tokenizer",
-            "missing source": "nope.jsonl", "unreadable source": "not readable"}[case] in lines[0]
+            "missing source": "nope.jsonl", "unreadable source": "not readable",
+            "garbage parquet": "garbage.parquet: not a Parquet file", "not utf-8": "latin.txt: not UTF-8"}[case] in lines[0]
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
