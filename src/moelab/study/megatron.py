@@ -118,6 +118,9 @@ def megatron_args(run: PlannedRun, micro_batch: int | None = None) -> dict[str, 
     if not m.depth_scaled_init:
         raise UserError(f"{run.run_id}: model.depth_scaled_init is false, but Megatron-LM always draws output "
                         "projections with init_method_std / sqrt(2 num_layers); set it to true for a Megatron run")
+    if m.top_k == 1 and m.num_experts > 1 and m.renormalize_gate:
+        raise UserError(f"{run.run_id}: model.router_norm 'renormalize' at top-1 is a renormalised top-1 gate "
+                        "(always 1, no task gradient); Megatron-LM refuses it: use router_norm 'auto'")
     per_layer = 1 if t.router_loss_layers == "sum" else m.n_layers  # Megatron adds the losses per layer
     moe: list[tuple[str, str | None]] = [
         ("--num-experts", _lit(m.num_experts)),
