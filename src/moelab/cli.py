@@ -79,8 +79,11 @@ def cmd_export_hf(args) -> int:
 
     claim_output(args.out, "hf-export", flag="OUT", sources=[args.model])
     model, tokenizer, cfg = load_model(args.model)
+    from moelab.interop.hf import mixtral_can_represent
+
     export_hf(model, cfg, Path(args.out), tokenizer=tokenizer)
-    print(f"wrote Hugging Face Mixtral checkpoint to {args.out}")
+    arch = "Mixtral" if mixtral_can_represent(cfg) else "Qwen2-MoE (norm_topk_prob false: its gate is the probability)"
+    print(f"wrote Hugging Face {arch} checkpoint to {args.out}")
     return 0
 
 
@@ -174,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("out")
     s.set_defaults(func=cmd_export_hf)
 
-    s = sub.add_parser("import-hf", help="turn a Hugging Face Mixtral checkpoint into a moelab model directory")
+    s = sub.add_parser("import-hf", help="turn a Hugging Face Mixtral or Qwen2-MoE checkpoint into a moelab model directory")
     s.add_argument("hf_dir")
     s.add_argument("out")
     s.set_defaults(func=cmd_import_hf)
