@@ -139,6 +139,7 @@ def replicate_tost(a: Sequence[float], b: Sequence[float], margin: float, *, pai
     """TOST of mean(a) − mean(b) from replicates: statsmodels' ``ttost_paired`` (matched sets) or
     ``ttost_ind`` (independent seeds, pooled variance). The standard error and df come from the
     same t statistics, so the interval and power figures match the p-value."""
+    import numpy as np
     from statsmodels.stats.weightstats import ttost_ind, ttost_paired
 
     a, b = [float(v) for v in a], [float(v) for v in b]
@@ -146,13 +147,13 @@ def replicate_tost(a: Sequence[float], b: Sequence[float], margin: float, *, pai
         diffs = [x - y for x, y in zip(a, b)]
         if len(diffs) < 2 or max(diffs) == min(diffs):
             return Equivalence(NOT_ENOUGH, margin)
-        p = float(ttost_paired(a, b, -margin, margin)[0])
+        p = float(ttost_paired(np.asarray(a), np.asarray(b), -margin, margin)[0])
         n, df = len(diffs), len(diffs) - 1
         se = math.sqrt(sum((d - sum(diffs) / n) ** 2 for d in diffs) / df / n)
     else:
         if len(a) < 2 or len(b) < 2 or (max(a) == min(a) and max(b) == min(b)):
             return Equivalence(NOT_ENOUGH, margin)
-        p = float(ttost_ind(a, b, -margin, margin, usevar="pooled")[0])
+        p = float(ttost_ind(np.asarray(a), np.asarray(b), -margin, margin, usevar="pooled")[0])
         df = len(a) + len(b) - 2
         ma, mb = sum(a) / len(a), sum(b) / len(b)
         pooled = (sum((x - ma) ** 2 for x in a) + sum((y - mb) ** 2 for y in b)) / df
