@@ -40,7 +40,16 @@ DECISION_RULE = (
     "intervals over items), a difference (both models' standard errors, plus the seed spread where "
     "the study has seeds) or a rank correlation (Fisher z). Yes: the interval excludes no effect on "
     "the claimed side. No: it excludes no effect on the other side. Inconclusive: it contains no "
-    "effect — the data cannot tell. Not enough data: too few models to estimate the effect."
+    "effect — the data cannot tell, and it states the minimum detectable effect: the smallest effect the "
+    "same test finds with 80 % power at its level, from the study's own standard error. "
+    "Little-effect claims (top-k at fixed active parameters; GRPO and majority voting keeping the trend in "
+    "total parameters, i.e. the gain not changing from the smallest to the largest model) are tested for "
+    "equivalence by two one-sided tests against margins declared in the study file before it ran "
+    "(analysis.equivalence): equivalent within δ, not equivalent (shown beyond ±δ) or inconclusive, "
+    "with the smallest margin the study could have shown. Seeds are replicates: equivalence uses "
+    "per-seed aggregates (each configuration's seed mean, paired over matched sets, or the seeds of one "
+    "set), and never a smaller standard error than the items' own. "
+    "Not enough data: too few models to estimate the effect, or no margin declared."
 )
 
 
