@@ -182,3 +182,14 @@ def test_grpo_on_noise_keeps_the_trend_or_cannot_tell_and_a_planted_trend_is_cau
             r["accuracy/knowledge/train"] = acc
             r["accuracy_lo/knowledge/train"], r["accuracy_hi/knowledge/train"] = stats.wilson_interval(acc, ITEMS)
     assert _answers(rows, MARGINS)[claim][0] == NOT_EQUIVALENT
+
+
+def test_the_report_reads_the_margins_from_the_study_file(tmp_path):
+    from moelab.analysis.report import _margins
+
+    assert _margins(tmp_path) is None
+    (tmp_path / "study.yaml").write_text("name: s\nanalysis: {equivalence: {accuracy: 0.05}}\n")
+    assert _margins(tmp_path).accuracy == 0.05 and _margins(tmp_path).task_loss_bits is None
+    (tmp_path / "study.yaml").write_text("name: s\nanalysis: {equivalence: {accuracy: 0}}\n")
+    with pytest.raises(UserError):
+        _margins(tmp_path)

@@ -405,9 +405,14 @@ def _margins(study_dir: Path | None):
     value stops with the config's one-line error. None without a study file."""
     if study_dir is None or not (Path(study_dir) / "study.yaml").is_file():
         return None
-    from moelab.config import load_study_config
+    from moelab.config import AnalysisSection
+    from moelab.config_io import read_yaml, validate
 
-    return load_study_config(Path(study_dir) / "study.yaml").analysis.equivalence
+    # only the analysis section: a study file saved by an older moelab must not stop its report
+    path = Path(study_dir) / "study.yaml"
+    data = read_yaml(path)
+    section = data.get("analysis") if isinstance(data, dict) else None
+    return validate(AnalysisSection, section or {}, f"{path} (analysis)").equivalence
 
 
 def _study_name(study_dir: Path) -> str:
