@@ -350,6 +350,20 @@ class ImportedModel(StrictConfig):
         return None if value is None else os.path.abspath(os.path.expanduser(value))
 
 
+class EquivalenceMargins(StrictConfig):
+    """Margins δ within which a "little effect" claim counts as shown (two one-sided tests).
+
+    Declared in the study file before it runs, so no margin can be chosen after seeing the result.
+    """
+
+    accuracy: float | None = Field(None, gt=0, description="fraction correct (0.05 = 5 points)")
+    task_loss_bits: float | None = Field(None, gt=0, description="task loss, bits per token")
+
+
+class AnalysisSection(StrictConfig):
+    equivalence: EquivalenceMargins = Field(default_factory=EquivalenceMargins)
+
+
 class StudyConfig(StrictConfig):
     """An iso-FLOP family: budgets × grid, each member trained on C / (6·N_active) tokens; and/or
     ``models``, existing checkpoints evaluated with the same suite (no grid needed then).
@@ -376,6 +390,8 @@ class StudyConfig(StrictConfig):
     ttc: TTCSection | None = None
     models: list[ImportedModel] = Field(
         default_factory=list, description="checkpoints to evaluate without training, beside or instead of the grid")
+    analysis: AnalysisSection = Field(
+        default_factory=AnalysisSection, description="how the report judges the study (equivalence margins)")
 
     @model_validator(mode="before")
     @classmethod

@@ -40,7 +40,16 @@ DECISION_RULE = (
     "intervals over items), a difference (both models' standard errors, plus the seed spread where "
     "the study has seeds) or a rank correlation (Fisher z). Yes: the interval excludes no effect on "
     "the claimed side. No: it excludes no effect on the other side. Inconclusive: it contains no "
-    "effect — the data cannot tell. Not enough data: too few models to estimate the effect."
+    "effect — the data cannot tell, and it states the minimum detectable effect: the smallest effect the "
+    "same test finds with 80 % power at its level, from the study's own standard error. "
+    "Little-effect claims (top-k at fixed active parameters; GRPO and majority voting keeping the trend in "
+    "total parameters, i.e. the gain not changing from the smallest to the largest model) are tested for "
+    "equivalence by two one-sided tests against margins declared in the study file before it ran "
+    "(analysis.equivalence): equivalent within δ, not equivalent (shown beyond ±δ) or inconclusive, "
+    "with the smallest margin the study could have shown. Seeds are replicates: equivalence uses "
+    "per-seed aggregates (each configuration's seed mean, paired over matched sets, or the seeds of one "
+    "set), and never a smaller standard error than the items' own. "
+    "Not enough data: too few models to estimate the effect, or no margin declared."
 )
 
 
@@ -91,7 +100,8 @@ class Effect:
     lo: float
     hi: float
     n: int
-    df: int = 0
+    df: int = 0  # 0: a normal interval
+    se: float | None = None  # the standard error the interval was built from (power, equivalence)
 
     def verdict(self, *, positive: bool = True) -> str:
         return verdict(self.lo, self.hi, positive=positive)
@@ -148,7 +158,7 @@ def slope_test(x: Sequence[float], y: Sequence[float], groups: Sequence[object] 
         known = np.array([s if s is not None and math.isfinite(s) else 0.0 for s in se], dtype=float)
         se_meas = math.sqrt(float(((xc / sxx) ** 2 * known**2).sum()))
     half = _t_quantile(df, level) * max(se_resid, se_meas)
-    return Effect(slope, slope - half, slope + half, len(x_arr), df)
+    return Effect(slope, slope - half, slope + half, len(x_arr), df, max(se_resid, se_meas))
 
 
 def _z(level: float) -> float:
@@ -162,8 +172,9 @@ def difference_test(a: float, se_a: float | None, b: float, se_b: float | None, 
     """``a − b`` with a normal interval; None when either standard error is unknown."""
     if se_a is None or se_b is None:
         return None
-    half = _z(level) * math.sqrt(se_a**2 + se_b**2)
-    return Effect(a - b, a - b - half, a - b + half, n)
+    se = math.sqrt(se_a**2 + se_b**2)
+    half = _z(level) * se
+    return Effect(a - b, a - b - half, a - b + half, n, 0, se)
 
 
 def rank_correlation_test(x: Sequence[float], y: Sequence[float], *, level: float = LEVEL) -> Effect | None:
@@ -253,7 +264,7 @@ def regression_test(columns: Sequence[Sequence[float]], y: Sequence[float], inde
         se_meas = math.sqrt(float((weights**2 * known**2).sum()))
     half = _t_quantile(df, level) * max(se_resid, se_meas)
     b = float(coef[index])
-    return Effect(b, b - half, b + half, n, df)
+    return Effect(b, b - half, b + half, n, df, max(se_resid, se_meas))
 
 
 def anova_test(groups: Sequence[Sequence[float]]) -> tuple[float, float] | None:

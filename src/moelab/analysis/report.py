@@ -326,8 +326,9 @@ def _sections(rows: list[dict], out: Path, study_dir: Path | None, *, n_boot: in
               for f in fams}
     prepost = grpo_pairs(rows)
     curves = ttc_curves(study_dir, rows)
-    statements = summarize(rows, fams, optima, prepost=prepost, ttc=curves)
-    cls = {"yes": "ans-yes", "no": "ans-no", "inconclusive": "ans-inconclusive", NA: "ans-na"}
+    statements = summarize(rows, fams, optima, prepost=prepost, ttc=curves, margins=_margins(study_dir))
+    cls = {"yes": "ans-yes", "no": "ans-no", "inconclusive": "ans-inconclusive", NA: "ans-na",
+           "equivalent": "ans-yes", "not equivalent": "ans-no"}
     summary_tbl = H.table(["question", "answer", "evidence"], [[s.claim, s.answer, s.detail] for s in statements],
                           left=3, cell_classes={(i, 1): cls.get(s.answer, "") for i, s in enumerate(statements)})
     write_csv(out / "data" / "summary.csv", ["claim", "answer", "detail"],
@@ -400,6 +401,21 @@ def write_demo_report(rows: list[dict], path: Path, title: str) -> Path:
                              study_dir=path.parent if (path.parent / "runs").is_dir() else None)
     atomic_write_text(path, page)
     return path
+
+
+def _margins(study_dir: Path | None):
+    """The study file's equivalence margins (``analysis.equivalence``), declared before it ran; a bad
+    value stops with the config's one-line error. None without a study file."""
+    if study_dir is None or not (Path(study_dir) / "study.yaml").is_file():
+        return None
+    from moelab.config import AnalysisSection
+    from moelab.config_io import read_yaml, validate
+
+    # only the analysis section: a study file saved by an older moelab must not stop its report
+    path = Path(study_dir) / "study.yaml"
+    data = read_yaml(path)
+    section = data.get("analysis") if isinstance(data, dict) else None
+    return validate(AnalysisSection, section or {}, f"{path} (analysis)").equivalence
 
 
 def _study_name(study_dir: Path) -> str:

@@ -20,11 +20,19 @@ from moelab.accounting import human_count
 from moelab.analysis.data import (STATUSES, TOTAL, TRAIN_LOSS, VAL_LOSS, Quantity, accuracy_of, budget_symbol,
                                   completed, num, task_gap_of, task_loss_of)
 from moelab.analysis.figures import fmt_si
+from moelab.analysis.verdicts import EQUIVALENT, NOT_EQUIVALENT, power_note
 from moelab.stats import (INCONCLUSIVE, LEVEL, NO, NOT_ENOUGH, YES, anova_test, bonferroni, combine, difference_test,
                           rank_correlation_test, regression_test, slope_test)
 
 NA = NOT_ENOUGH
-__all__ = ["Statement", "summarize", "YES", "NO", "INCONCLUSIVE", "NA"]
+__all__ = ["Statement", "summarize", "YES", "NO", "INCONCLUSIVE", "NA", "EQUIVALENT", "NOT_EQUIVALENT"]
+
+
+def _unit(y: Quantity) -> tuple[str, float]:
+    """The effect's own unit and the factor from the stored value: accuracy in points, losses as stored."""
+    if y.key.startswith("accuracy"):
+        return "points", 100.0
+    return ("bits/token" if "task_loss" in y.key else "nats/token"), 1.0
 
 
 @dataclass
@@ -82,9 +90,9 @@ def _log10(v: float | None) -> float | None:
     return math.log10(v) if v is not None and v > 0 else None
 
 
-def _fmt_effect(effect, unit: str) -> str:
+def _fmt_effect(effect, unit: str, scale: float = 1.0) -> str:
     unit = f" {unit}" if unit else ""
-    return f"{effect.estimate:+.3g}{unit}, 95 % interval [{effect.lo:+.3g}, {effect.hi:+.3g}]"
+    return f"{effect.estimate * scale:+.3g}{unit}, interval [{effect.lo * scale:+.3g}, {effect.hi * scale:+.3g}]"
 
 
 def monotone_in_total(rows: list[dict], y: Quantity, *, increasing: bool, what: str,
@@ -129,8 +137,11 @@ def monotone_in_total(rows: list[dict], y: Quantity, *, increasing: bool, what: 
         verdict = NO
     elif verdict == YES and not same_way:
         verdict = INCONCLUSIVE
-    detail = (f"pooled within-line slope {_fmt_effect(pooled, 'per 10× total parameters')} over {pooled.n} models; "
-              f"per line: " + "; ".join(parts[:6]) + (" …" if len(parts) > 6 else ""))
+    unit, scale = _unit(y)
+    detail = (f"pooled within-line slope {_fmt_effect(pooled, f'{unit} per 10× total parameters', scale)} over "
+              f"{pooled.n} models; per line: " + "; ".join(parts[:6]) + (" …" if len(parts) > 6 else ""))
+    if verdict == INCONCLUSIVE:
+        detail += "; " + power_note(pooled, level, f"{unit} per 10× total parameters", scale=scale)
     return Statement(claim, verdict, detail)
 
 
@@ -153,7 +164,8 @@ def best_at_largest(rows: list[dict], y: Quantity, *, what: str, level: float = 
         return Statement(claim, NA, "no active size has two models with different total parameters")
     sign = 1 if y.higher_is_better else -1
     level = bonferroni(len(lines), level)
-    verdicts, parts = [], []
+    unit, scale = _unit(y)
+    verdicts, parts, effects = [], [], []
     for key, members, pts in lines:
         largest = max(pts, key=lambda p: (p[1], sign * p[2]))
         others = [p for p in pts if p[1] < largest[1]]
@@ -166,12 +178,16 @@ def best_at_largest(rows: list[dict], y: Quantity, *, what: str, level: float = 
             verdicts.append(NA)
             parts.append(f"{name}: no interval")
             continue
-        lo, hi = effect.lo, effect.hi
         v = effect.verdict(positive=True)
         verdicts.append(v)
+        effects.append(effect)
         parts.append(f"{name}: largest {largest[0].get('label')} − best other {rival[0].get('label')} = "
-                     f"{effect.estimate:+.3g} [{lo:+.3g}, {hi:+.3g}] → {v}")
-    return Statement(claim, combine(verdicts), "; ".join(parts[:6]) + (" …" if len(parts) > 6 else ""))
+                     f"{_fmt_effect(effect, unit, sign * scale)} → {v}")
+    answer = combine(verdicts)
+    detail = "; ".join(parts[:6]) + (" …" if len(parts) > 6 else "")
+    if answer == INCONCLUSIVE and effects:  # the least precise line bounds what the study could see
+        detail += "; " + power_note(max(effects, key=lambda e: e.se or 0), level, unit, scale=scale)
+    return Statement(claim, answer, detail)
 
 
 def u_shape(optima, *, what: str, level: float = LEVEL) -> Statement:
@@ -197,6 +213,8 @@ def u_shape(optima, *, what: str, level: float = LEVEL) -> Statement:
         where = (f"TPP {10 ** opt.x:.3g} [{10 ** opt.lo:.3g}, {10 ** opt.hi:.3g}]" if opt.lo is not None
                  else f"TPP {10 ** opt.x:.3g}")
         curv = "" if curvature is None else f", curvature {curvature.estimate:+.3g} [{curvature.lo:+.3g}, {curvature.hi:+.3g}]"
+        if v == INCONCLUSIVE and curvature is not None:
+            curv += "; " + power_note(curvature, level, "curvature per (decade of TPP)²")
         parts.append(f"{g.key}: optimum {where}{curv} → {v}")
     return Statement(claim, combine(verdicts), "; ".join(parts))
 
@@ -213,9 +231,13 @@ def active_at_equal_loss(rows: list[dict], y: Quantity, *, what: str, level: flo
                              level=level)
     if effect is None:
         return Statement(claim, NA, "train loss and active size are collinear in this study")
-    return Statement(claim, effect.verdict(positive=bool(y.higher_is_better)),
-                     f"linear fit over {len(pts)} models: {_fmt_effect(effect, 'per doubling of active parameters')} "
-                     f"at fixed train loss")
+    unit, scale = _unit(y)
+    answer = effect.verdict(positive=bool(y.higher_is_better))
+    detail = (f"linear fit over {len(pts)} models: "
+              f"{_fmt_effect(effect, f'{unit} per doubling of active parameters', scale)} at fixed train loss")
+    if answer == INCONCLUSIVE:
+        detail += "; " + power_note(effect, level, f"{unit} per doubling of active parameters", scale=scale)
+    return Statement(claim, answer, detail)
 
 
 def gap_trend(rows: list[dict], x: str, y: Quantity, *, what: str, xname: str, level: float = LEVEL) -> Statement:
@@ -231,8 +253,12 @@ def gap_trend(rows: list[dict], x: str, y: Quantity, *, what: str, xname: str, l
     effect = slope_test(xs, ys, gs, ses, level=level)
     if effect is None:
         return Statement(claim, NA, f"no set of models differs only in {xname}, with more models than sets plus one")
-    return Statement(claim, effect.verdict(positive=True),
-                     f"slope {_fmt_effect(effect, f'per 10× {xname}')} over {effect.n} models in {len(set(gs))} sets")
+    unit, scale = _unit(y)
+    answer = effect.verdict(positive=True)
+    detail = f"slope {_fmt_effect(effect, f'{unit} per 10× {xname}', scale)} over {effect.n} models in {len(set(gs))} sets"
+    if answer == INCONCLUSIVE:
+        detail += "; " + power_note(effect, level, f"{unit} per 10× {xname}", scale=scale)
+    return Statement(claim, answer, detail)
 
 
 def status_statement(rows: list[dict]) -> Statement:
@@ -257,8 +283,8 @@ def _rank_statement(claim: str, pts: list[tuple[dict, float, float]], what_x: st
     best_x = max(pts, key=lambda p: p[1])[0].get("label")
     best_y = max(pts, key=lambda p: p[2])[0].get("label")
     return Statement(claim, effect.verdict(positive=True),
-                     f"{effect.n} models; rank correlation {_fmt_effect(effect, '')}; best by {what_x}: {best_x}, "
-                     f"by {what_y}: {best_y}")
+                     f"{effect.n} models; rank correlation (Spearman ρ) {_fmt_effect(effect, '')}; best by {what_x}: "
+                     f"{best_x}, by {what_y}: {best_y}")
 
 
 def prepost_statement(pairs, y_pre: Quantity, y_post: Quantity, *, what: str, level: float = LEVEL) -> Statement:
@@ -278,12 +304,16 @@ def ttc_statement(curves, *, task: str, level: float = LEVEL) -> Statement:
 
 
 def summarize(rows: list[dict], families: list[str], optima: dict, *, prepost: dict | None = None,
-              ttc: dict | None = None, level: float = LEVEL) -> list[Statement]:
+              ttc: dict | None = None, margins=None, level: float = LEVEL) -> list[Statement]:
     """Every statement the data can speak to, in the report's order.
 
     The verdicts share ``level`` family-wise: each of the m tests runs at ``bonferroni(m, level)``.
+    ``margins`` (the study's ``analysis.equivalence``) are the equivalence margins of the "little
+    effect" claims; without them those rows read *not enough data*.
     """
     from functools import partial as bind
+
+    from moelab.analysis.equivalence import gain_trend_kept, topk_little_effect
 
     done = completed(rows)
     tests = [bind(monotone_in_total, done, TRAIN_LOSS, increasing=False, what="pretraining train loss"),
@@ -302,17 +332,37 @@ def summarize(rows: list[dict], families: list[str], optima: dict, *, prepost: d
             if len({num(r.get(axis)) for r in done}) > 1:
                 tests.append(bind(gap_trend, done, axis, gap, what=f"the {fam} task-loss generalization gap",
                                   xname=name))
+        for q, key, name in ((acc, "accuracy", "accuracy"), (loss, "task_loss_bits", "task loss")):
+            tests.append(bind(topk_little_effect, done, q, getattr(margins, key, None), what=f"{fam} {name}"))
         if prepost and prepost.get("pairs"):
-            tests.append(bind(prepost_statement, prepost["pairs"], prepost["pre"](fam), prepost["post"](fam),
-                              what=f"{fam} accuracy"))
+            pre_q, post_q = prepost["pre"](fam), prepost["post"](fam)
+            tests.append(bind(prepost_statement, prepost["pairs"], pre_q, post_q, what=f"{fam} accuracy"))
+            tests.append(bind(gain_trend_kept, _gains(prepost["pairs"], pre_q, post_q),
+                              getattr(margins, "accuracy", None), quantity_key=pre_q.key,
+                              claim=f"GRPO keeps the {fam} accuracy trend in total parameters (equivalence)"))
     for task, curves in (ttc or {}).items():
         tests.append(bind(ttc_statement, curves, task=task))
+        gains = [(r, c["majority"][-1] - c["greedy"], None) for r, c in curves
+                 if num(c.get("greedy")) is not None and c.get("majority") and num(c["majority"][-1]) is not None]
+        tests.append(bind(gain_trend_kept, gains, getattr(margins, "accuracy", None), quantity_key="accuracy",
+                          claim=f"majority voting keeps the {task} accuracy trend in total parameters (equivalence)"))
     from moelab.analysis.seeds import spread_summary
 
     spread = spread_summary(rows, families)
     each = bonferroni(len(tests) + len(spread), level)
     return [status_statement(rows), *(test(level=each) for test in tests),
             *seed_statements(rows, families, each, spread=spread)]
+
+
+def _gains(pairs, y_pre: Quantity, y_post: Quantity) -> list[tuple[dict, float, float | None]]:
+    """(pretrained row, post − pre, its standard error from both evaluations' intervals)."""
+    out = []
+    for pre, post in pairs:
+        a, b = y_pre.get(pre), y_post.get(post)
+        if a is not None and b is not None:
+            sa, sb = y_pre.se(pre), y_post.se(post)
+            out.append((pre, b - a, None if sa is None or sb is None else math.hypot(sa, sb)))
+    return out
 
 
 def seed_statements(rows: list[dict], families: list[str], level: float = LEVEL, *,

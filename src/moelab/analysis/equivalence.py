@@ -1,0 +1,118 @@
+"""The paper's two "little effect" claims, judged by equivalence (two one-sided tests).
+
+- **Top-k at fixed active parameters** (claim 4): models that differ only in top-k (same budget,
+  active size, E, learning rate, init std). The effect is the mean, over such sets, of the
+  difference between the largest and the smallest top-k measured, each configuration averaged over
+  its seeds (per-seed aggregates: the seeds are the replicates).
+- **GRPO and test-time compute keep the trend** (claims 5, 6): the paper's trends are read across
+  total parameters, so "the ranking is kept" is tested as "the gain (after − before) does not
+  depend on total parameters": the within-line slope of the gain on log10 total parameters (seeds
+  are extra points on their line), times the measured span of total parameters — the most that
+  post-training or voting changes a difference between the smallest and the largest model.
+
+Each reads *equivalent* (within the margin the study file declared before it ran), *not
+equivalent* or *inconclusive*; without a declared margin, *not enough data*.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+
+from moelab.analysis.data import TOTAL, Quantity, num
+from moelab.analysis.summary import Statement
+from moelab.analysis.verdicts import Equivalence, replicate_tost, tost
+from moelab.stats import LEVEL, NOT_ENOUGH, slope_test
+
+__all__ = ["topk_little_effect", "gain_trend_kept", "unit_of"]
+
+_SET_AXES = ("budget", "active_size", "num_experts", "lr", "init_std")
+_LINE_AXES = ("budget", "active_size", "lr", "init_std")
+
+
+def unit_of(quantity_key: str) -> tuple[str, float, str]:
+    """(unit, scale, margin key of ``analysis.equivalence``) for a quantity's key."""
+    if quantity_key.startswith("accuracy"):
+        return "points", 100.0, "accuracy"
+    return "bits/token", 1.0, "task_loss_bits"
+
+
+def _no_margin(claim: str, key: str) -> Statement:
+    return Statement(claim, NOT_ENOUGH, f"no equivalence margin declared: set analysis.equivalence.{key} in the "
+                                        "study file before it runs")
+
+
+def topk_little_effect(rows: list[dict], y: Quantity, margin: float | None, *, what: str,
+                       level: float = LEVEL) -> Statement:
+    unit, scale, key = unit_of(y.key)
+    claim = f"{what}: top-k has little effect at fixed active parameters (equivalence)"
+    if margin is None:
+        return _no_margin(claim, key)
+    sets: dict[tuple, dict[float, list[tuple[float, float | None]]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        if (k := num(r.get("top_k"))) is not None and (v := y.get(r)) is not None:
+            sets[tuple(num(r.get(c)) for c in _SET_AXES)][k].append((v, y.se(r)))
+    usable = [ks for ks in sets.values() if len(ks) >= 2]
+    if not usable:
+        return Statement(claim, NOT_ENOUGH, "no two models differ only in top-k (same budget, active size, E, "
+                                            "learning rate, init std)")
+    hi_means, lo_means, item_vars, k_pairs = [], [], [], set()
+    for ks in usable:
+        k_lo, k_hi = min(ks), max(ks)
+        k_pairs.add(f"{k_lo:g}→{k_hi:g}")
+        a, b = ks[k_hi], ks[k_lo]
+        hi_means.append(statistics.fmean(v for v, _ in a))
+        lo_means.append(statistics.fmean(v for v, _ in b))
+        ses = [s for _, s in a + b]
+        item_vars.append(None if None in ses else
+                         sum(s * s for _, s in a) / len(a) ** 2 + sum(s * s for _, s in b) / len(b) ** 2)
+    diff = statistics.fmean(hi_means) - statistics.fmean(lo_means)
+    # Equivalence must hold against the replicates' spread and against the items' own noise: the
+    # verdict with the larger TOST p-value (the weaker evidence) is the one reported.
+    candidates: list[tuple[str, Equivalence]] = []
+    if len(usable) >= 2:
+        candidates.append((f"paired over {len(usable)} sets of seed means (statsmodels ttost_paired)",
+                           replicate_tost(hi_means, lo_means, margin, paired=True, level=level)))
+    else:
+        ks = usable[0]
+        a, b = [v for v, _ in ks[max(ks)]], [v for v, _ in ks[min(ks)]]
+        candidates.append((f"{len(a)} + {len(b)} seeds as replicates (statsmodels ttost_ind)",
+                           replicate_tost(a, b, margin, paired=False, level=level)))
+    if None not in item_vars:
+        se_items = math.sqrt(sum(item_vars)) / len(usable)
+        candidates.append(("the items' standard errors", tost(diff, se_items, margin, n=len(usable), level=level)))
+    candidates = [c for c in candidates if c[1].answer != NOT_ENOUGH]
+    if not candidates:
+        return Statement(claim, NOT_ENOUGH, "no standard error for the top-k difference (one seed per "
+                                            "configuration and no item intervals)")
+    how, eq = max(candidates, key=lambda c: c[1].p)
+    detail = (f"largest − smallest top-k ({', '.join(sorted(k_pairs))}) over {len(usable)} set(s); standard error "
+              f"from {how}; " + eq.text(unit, scale=scale))
+    return Statement(claim, eq.answer, detail)
+
+
+def gain_trend_kept(points: list[tuple[dict, float, float | None]], margin: float | None, *, claim: str,
+                    quantity_key: str, level: float = LEVEL) -> Statement:
+    """``points``: (pretrained row, gain = after − before, the gain's standard error or None)."""
+    unit, scale, key = unit_of(quantity_key)
+    if margin is None:
+        return _no_margin(claim, key)
+    xs, gains, groups, ses = [], [], [], []
+    for r, gain, se in points:
+        if (t := TOTAL.get(r)) and t > 0 and gain is not None and math.isfinite(gain):
+            xs.append(math.log10(t)), gains.append(gain), ses.append(se)
+            groups.append(tuple(num(r.get(c)) for c in _LINE_AXES))
+    effect = slope_test(xs, gains, groups, ses, level=level)
+    if effect is None or not effect.se:
+        return Statement(claim, NOT_ENOUGH, "needs lines of models that differ in total parameters, with more "
+                                            "models than lines plus one")
+    by_line: dict[tuple, list[float]] = defaultdict(list)
+    for g, x in zip(groups, xs):
+        by_line[g].append(x)
+    span = max(max(v) - min(v) for v in by_line.values())
+    eq = tost(effect.estimate * span, effect.se * span, margin, df=effect.df, n=effect.n, level=level)
+    detail = (f"gain vs log10 total parameters within {len(by_line)} line(s), {effect.n} models (seeds are points "
+              f"on their line); slope × the measured span of {span:.2g} decades = the change of the gain from the "
+              f"smallest to the largest model; " + eq.text(unit, scale=scale))
+    return Statement(claim, eq.answer, detail)
