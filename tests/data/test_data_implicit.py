@@ -175,6 +175,10 @@ def test_a_tiny_run_trains_and_reports_the_implicit_task(tmp_path):
                           "--json", "--device", "cpu"], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     summary = json.loads(res.stdout)
-    text = json.dumps(summary)
-    assert "implicit" in text, text[:2000]
-    print(text[:3000])
+    for split in ("train", "heldout"):
+        assert summary[f"num_items/implicit/{split}"] == 20
+        assert 0 < summary[f"task_loss/implicit/{split}"] < 30  # bits of the true tail: finite, not zero
+        correct = summary[f"accuracy/implicit/{split}"] * 20  # a share of 20 items
+        assert 0 <= correct <= 20 and correct == pytest.approx(round(correct))
+        assert summary[f"exact_match/implicit/{split}"] is None  # every item was scored as a choice
+    assert "task_loss_gap/implicit" in summary and "accuracy_gap/implicit" in summary
