@@ -149,6 +149,10 @@ class WorldConfig(StrictConfig):
     - reasoning: the generators ``reasoning_tasks`` (moelab's ``addition`` or reasoning_gym
       names), ``reasoning_train_items`` worked problems in the corpus, and for ``addition`` the
       difficulty ``addition_digits`` (digits per operand) and ``addition_terms``.
+    - implicit reasoning (off unless ``implicit_reasoning``; not yet calibrated): a knowledge graph of
+      ``implicit_entities`` entities and ``implicit_relations`` relations, ``implicit_rules`` of them
+      derived by 2-hop rules; the corpus holds the atomic facts and a share ``implicit_gamma`` of the
+      derived ones, task ``implicit`` the rest (moelab.data.implicit).
     """
 
     seed: int = 0
