@@ -149,6 +149,10 @@ class WorldConfig(StrictConfig):
     - reasoning: the generators ``reasoning_tasks`` (moelab's ``addition`` or reasoning_gym
       names), ``reasoning_train_items`` worked problems in the corpus, and for ``addition`` the
       difficulty ``addition_digits`` (digits per operand) and ``addition_terms``.
+    - implicit reasoning (off unless ``implicit_reasoning``; not yet calibrated): a knowledge graph of
+      ``implicit_entities`` entities and ``implicit_relations`` relations, ``implicit_rules`` of them
+      derived by 2-hop rules; the corpus holds the atomic facts and a share ``implicit_gamma`` of the
+      derived ones, task ``implicit`` the rest (moelab.data.implicit).
     """
 
     seed: int = 0
@@ -164,6 +168,13 @@ class WorldConfig(StrictConfig):
     knowledge_eval_items: int = Field(300, gt=0)
     addition_digits: int = Field(3, ge=1, le=8, description="addition: digits of every operand")
     addition_terms: int = Field(2, ge=2, le=4, description="addition: operands per problem")
+    # The implicit-reasoning family (moelab.data.implicit; not yet calibrated): off, the world is unchanged.
+    implicit_reasoning: bool = Field(False, description="add the 2-hop knowledge-graph family and its task 'implicit'")
+    implicit_entities: int = Field(200, ge=10, le=20_000, description="implicit: entities (>= 10: 10-way choices)")
+    implicit_relations: int = Field(10, ge=2, le=32, description="implicit: relations, atomic and derived")
+    implicit_rules: int = Field(4, ge=1, description="implicit: 2-hop rules r1 o r2 -> r3, one per derived relation")
+    implicit_gamma: float = Field(0.5, ge=0, lt=1, description="implicit: share of the derived facts in the corpus")
+    implicit_eval_items: int = Field(300, gt=0, description="implicit: items per split (at most)")
 
     @model_validator(mode="after")
     def _check(self) -> "WorldConfig":
@@ -182,6 +193,13 @@ class WorldConfig(StrictConfig):
                     f"addition with {self.addition_digits}-digit operands has {space} distinct problems: too few "
                     f"for {share} training and {self.reasoning_eval_items} held-out ones (at most half the space; "
                     f"raise addition_digits or lower reasoning_train_items)")
+        num_atomic = self.implicit_relations - self.implicit_rules
+        if num_atomic < 1:
+            raise ValueError(f"implicit_rules={self.implicit_rules} needs more than {self.implicit_rules} "
+                             f"implicit_relations (each rule derives its own relation from atomic ones)")
+        if self.implicit_rules > num_atomic**2:
+            raise ValueError(f"implicit_rules={self.implicit_rules}: {num_atomic} atomic relations make only "
+                             f"{num_atomic**2} distinct rule bodies r1 o r2; raise implicit_relations")
         return self
 
 

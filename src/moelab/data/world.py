@@ -19,7 +19,14 @@ items come from another seed and never repeat a training question::
     prompt  "Question: Calculate 7 + 4 * 3.\\nAnswer:"
     answer  " 7 + 4 * 3 = 7 + 12 = 19\\n#### 19"      gold "19"
 
-Every document is exactly ``prompt + answer`` (QA, problems) or one biography.
+Implicit reasoning (``cfg.implicit_reasoning``, off by default). Facts of a synthetic knowledge
+graph and a share of those its 2-hop rules imply; task ``implicit`` holds the other implied
+facts out, as 10-way multiple choice (:mod:`moelab.data.implicit`)::
+
+    prompt  "The mentor of Tavon is"
+    answer  " Brisek"                       choices [" Kelur", ..., " Brisek", ...]
+
+Every document is exactly ``prompt + answer`` (QA, problems, facts) or one biography.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Literal
 
 from moelab.config import WorldConfig
+from moelab.data import implicit as imp
 from moelab.data import people as ppl
 from moelab.data import reasoning as rsn
 
@@ -75,13 +83,15 @@ class World:
     problems: dict[str, list[rsn.Problem]]  # training problems per generator
     _documents: list[str]
     _tasks: dict[str, Task]
+    graph: imp.KnowledgeGraph | None = None  # the implicit-reasoning family's, when enabled
 
     def documents(self) -> list[str]:
         """Pretraining documents in a fixed shuffled order (a fresh list each call)."""
         return list(self._documents)
 
     def tasks(self) -> dict[str, Task]:
-        """``knowledge``, ``reasoning`` (all generators) and ``reasoning/<generator>``."""
+        """``knowledge``, ``reasoning`` (all generators), ``reasoning/<generator>`` and, when
+        enabled, ``implicit``."""
         return dict(self._tasks)
 
 
@@ -200,6 +210,37 @@ def _dispatch_scorer(by_generator: dict[str, Callable[[TaskItem, str], float]]) 
     return score
 
 
+# ------------------------------------------------------------------ implicit reasoning
+
+
+def _fact_item(fact: imp.Fact, graph: imp.KnowledgeGraph, split: str, rng: random.Random) -> TaskItem:
+    choices, label = imp.choices(fact, graph.entities, rng)
+    meta = {"relation": fact.relation, "witness": graph.witness[fact], "split": split,
+            "choices": choices, "label": label}
+    return TaskItem(prompt=fact.prompt, answer=fact.answer, gold=fact.tail, meta=meta)
+
+
+def _score_implicit(item: TaskItem, prediction: str) -> float:
+    return imp.score_first_word(item.gold, prediction)
+
+
+def _implicit(cfg: WorldConfig) -> tuple[imp.KnowledgeGraph | None, list[str], dict[str, Task]]:
+    """The knowledge graph, its documents (atomic facts, the γ share of derived ones) and task ``implicit``."""
+    if not cfg.implicit_reasoning:
+        return None, [], {}
+    graph = imp.make_graph(cfg.implicit_entities, cfg.implicit_relations, cfg.implicit_rules,
+                           _rng(cfg.seed, "implicit-graph"))
+    in_corpus, heldout = imp.split_derived(graph, cfg.implicit_gamma)
+    documents = [fact.text for fact in graph.atomic + in_corpus]
+    splits = {}
+    for split, facts in (("train", in_corpus), ("heldout", heldout)):
+        chosen = _rng(cfg.seed, "implicit-eval", split).sample(facts, min(cfg.implicit_eval_items, len(facts)))
+        choice_rng = _rng(cfg.seed, "implicit-choices", split)
+        splits[split] = [_fact_item(fact, graph, split, choice_rng) for fact in chosen]
+    task = Task("implicit", "reasoning", splits, _score_implicit, stop_strings=("\n",))
+    return graph, documents, {"implicit": task}
+
+
 # ------------------------------------------------------------------ the world
 
 
@@ -207,7 +248,8 @@ def build_world(cfg: WorldConfig) -> World:
     """Build the default world from ``cfg`` (deterministic in ``cfg.seed``)."""
     train_people, heldout_people, knowledge_docs, knowledge = _knowledge(cfg)
     problems, reasoning_docs, reasoning_tasks = _reasoning(cfg)
-    documents = knowledge_docs + reasoning_docs
+    graph, implicit_docs, implicit_tasks = _implicit(cfg)
+    documents = knowledge_docs + reasoning_docs + implicit_docs
     _rng(cfg.seed, "documents").shuffle(documents)
-    tasks = {"knowledge": knowledge, **reasoning_tasks}
-    return World(cfg, train_people, heldout_people, problems, documents, tasks)
+    tasks = {"knowledge": knowledge, **reasoning_tasks, **implicit_tasks}
+    return World(cfg, train_people, heldout_people, problems, documents, tasks, graph)
