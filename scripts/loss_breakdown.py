@@ -32,6 +32,9 @@ def parts(doc: str) -> tuple[str, list[tuple[str, str]]]:
     if doc.startswith("Question: "):
         q, a = doc.split("\nAnswer: ", 1)
         return "knowledge QA", [("question", q + "\nAnswer: "), ("answer", a)]
+    if doc.startswith("The ") and " of " in doc and " is " in doc and "." not in doc:  # the implicit family
+        head, tail = doc.rsplit(" is ", 1)
+        return "implicit fact", [("prompt", head + " is"), ("answer", " " + tail)]
     return "biography", [("text", doc)]
 
 
