@@ -26,3 +26,27 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def _sigkill_when(proc, ready, timeout: float = 120.0) -> None:
+    """SIGKILL the process ``proc`` as soon as ``ready()`` holds (polled every 10 ms), after
+    checking that it is still running then; the process is gone when this returns."""
+    import signal
+    import time
+
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and proc.poll() is None and not ready():
+            time.sleep(0.01)
+        assert proc.poll() is None, f"finished or crashed before the kill: {proc.stderr.read().decode()[-2000:]}"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.fixture
+def sigkill_when():
+    """:func:`_sigkill_when`: a real SIGKILL at a chosen moment of a real process."""
+    return _sigkill_when

@@ -125,3 +125,28 @@ def claim_output(path: str | Path, kind: str, *, flag: str = "--out", sources=()
             raise UserError(f"{flag} {path}: holds {', '.join(foreign[:3])}, which moelab did not write and would "
                             f"replace; use a new or empty folder")
     return True
+
+
+def read_own_manifest(out: Path, manifest_name: str, kind: str, what: str, flag: str = "--out") -> dict | None:
+    """For commands that mark their folder with a JSON manifest (``{"kind": KIND, …}``): the
+    manifest, or None when ``out`` is new or empty; a ``UserError`` naming what ``out`` holds
+    otherwise (``what``: how the error names this command's files, e.g. "prepared data")."""
+    if not out.exists():
+        return None
+    if not out.is_dir():
+        raise UserError(f"{flag} {out}: not a directory")
+    entries = sorted(p.name for p in out.iterdir())
+    if not entries:
+        return None
+    if manifest_name not in entries:
+        raise UserError(f"{flag} {out}: folder holds other files ({entries[0]}, …), not {what}; "
+                        "use a new or empty folder")
+    try:
+        import json
+
+        manifest = json.loads((out / manifest_name).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise UserError(f"{out / manifest_name}: unreadable manifest ({err}); use a new or empty folder") from None
+    if not isinstance(manifest, dict) or manifest.get("kind") != kind:
+        raise UserError(f"{out / manifest_name}: not the manifest of moelab's {what}; use a new or empty folder")
+    return manifest

@@ -2,10 +2,8 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 import warnings
 
 import numpy as np
@@ -94,7 +92,7 @@ def test_megatron_reads_the_prepared_shards(corpus, tmp_path):
     assert all(theirs[i].tolist() == ours[i].tolist() for i in range(0, len(ours), 97))
 
 
-def test_sigkill_during_prepare_then_rerun_continues(corpus, tmp_path):
+def test_sigkill_during_prepare_then_rerun_continues(corpus, tmp_path, sigkill_when):
     root, _ = corpus
     big = tmp_path / "big.jsonl"
     with open(big, "w", encoding="utf-8") as f:
@@ -104,21 +102,14 @@ def test_sigkill_during_prepare_then_rerun_continues(corpus, tmp_path):
     killed = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "moelab", *map(str, args), "--out", str(killed)], env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 120
-        shards = 0
-        while time.monotonic() < deadline and proc.poll() is None and shards < 3:
-            try:
-                shards = len(next(iter(json.loads((killed / MANIFEST).read_text())["sources"].values()))["shards"])
-            except (OSError, ValueError, StopIteration):
-                pass
-            time.sleep(0.01)
-        assert proc.poll() is None, f"finished before the kill: {proc.stderr.read().decode()[-2000:]}"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+
+    def three_shards_listed() -> bool:
+        try:
+            return len(next(iter(json.loads((killed / MANIFEST).read_text())["sources"].values()))["shards"]) >= 3
+        except (OSError, ValueError, StopIteration):
+            return False
+
+    sigkill_when(proc, three_shards_listed)
     manifest = json.loads((killed / MANIFEST).read_text())
     (entry,) = manifest["sources"].values()
     assert entry["state"] == "partial" and len(entry["shards"]) >= 3

@@ -2,10 +2,8 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import torch
 from safetensors.torch import load_file
@@ -27,24 +25,13 @@ def _trajectory(run_dir):
             for r in read_jsonl(run_dir / "metrics.jsonl")]
 
 
-def test_sigkill_then_resume(tmp_path, tiny_cfg):
+def test_sigkill_then_resume(tmp_path, tiny_cfg, sigkill_when):
     cfg = tiny_cfg(train={"steps": 60, "checkpoint_every": 7, "eval_every": 25, "log_every": 1})
     killed = tmp_path / "killed"
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT, json.dumps(cfg.model_dump(mode="json")), str(killed)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            if any(step >= 14 for step, _ in step_dirs(killed)):
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, f"finished or crashed before the kill: {proc.stderr.read().decode()[-2000:]}"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    sigkill_when(proc, lambda: any(step >= 14 for step, _ in step_dirs(killed)))
     status = json.loads((killed / "status.json").read_text())
     assert status["state"] == "running" and status["step"] < 60  # the kill left it mid-run
 

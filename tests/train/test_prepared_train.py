@@ -2,10 +2,8 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -38,24 +36,13 @@ def _trajectory(run_dir):
             for r in read_jsonl(run_dir / "metrics.jsonl")]
 
 
-def test_sigkill_then_resume_from_prepared_data(tmp_path, tiny_cfg, prepared):
+def test_sigkill_then_resume_from_prepared_data(tmp_path, tiny_cfg, prepared, sigkill_when):
     cfg = _cfg(tiny_cfg, prepared, steps=40, checkpoint_every=5, eval_every=20, log_every=1)
     killed = tmp_path / "killed"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT, json.dumps(cfg.model_dump(mode="json")), str(killed)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            if any(step >= 10 for step, _ in step_dirs(killed)):
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, f"finished or crashed before the kill: {proc.stderr.read().decode()[-2000:]}"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    sigkill_when(proc, lambda: any(step >= 10 for step, _ in step_dirs(killed)))
     assert json.loads((killed / "status.json").read_text())["step"] < 40
     resumed = train(cfg, killed, progress=False)
     reference = train(cfg, tmp_path / "reference", progress=False)

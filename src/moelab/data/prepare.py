@@ -137,23 +137,9 @@ def infer_source(spec: str, kind: str | None, text_field: str, split: str) -> Da
 def read_manifest(out: Path) -> dict | None:
     """The manifest of a prepared directory, None when ``out`` is new or empty; a UserError when
     ``out`` holds something else."""
-    if not out.exists():
-        return None
-    if not out.is_dir():
-        raise UserError(f"--out {out}: not a directory")
-    entries = sorted(p.name for p in out.iterdir())
-    if not entries:
-        return None
-    if MANIFEST not in entries:
-        raise UserError(f"--out {out}: folder holds other files ({entries[0]}, …), not prepared data; "
-                        "use a new or empty folder")
-    try:
-        manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise UserError(f"{out / MANIFEST}: unreadable manifest ({err})") from None
-    if not isinstance(manifest, dict) or manifest.get("kind") != KIND:
-        raise UserError(f"{out / MANIFEST}: not a moelab prepared-data manifest")
-    return manifest
+    from moelab.outdir import read_own_manifest
+
+    return read_own_manifest(out, MANIFEST, KIND, "prepared data")
 
 
 def megatron_data_path(out: Path, manifest: dict, split: str = "train") -> str:

@@ -39,7 +39,6 @@ How moelab's settings map (and why where it is not one to one):
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shlex
@@ -261,21 +260,9 @@ def check_out_dir(out: Path) -> dict | None:
     from moelab.resources import check_writable_dir
 
     check_writable_dir(out, "--out")
-    if not out.is_dir():
-        return None
-    entries = sorted(p.name for p in out.iterdir())
-    if not entries:
-        return None
-    if MANIFEST not in entries:
-        raise UserError(f"--out {out}: folder holds other files ({entries[0]}, …), not earlier Megatron scripts; "
-                        "use a new or empty folder")
-    try:
-        manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        manifest = None
-    if not isinstance(manifest, dict) or manifest.get("kind") != KIND:
-        raise UserError(f"--out {out}: {MANIFEST} is not a moelab Megatron manifest; use a new or empty folder")
-    return manifest
+    from moelab.outdir import read_own_manifest
+
+    return read_own_manifest(out, MANIFEST, KIND, "Megatron scripts")
 
 
 def trainable(runs: list[PlannedRun]) -> list[PlannedRun]:
