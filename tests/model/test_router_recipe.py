@@ -173,3 +173,22 @@ def test_configs_saved_before_the_gate_rule_keep_the_recipe_they_trained_with():
     fresh = ModelConfig.model_validate({"num_experts": 4, "top_k": 1})
     assert fresh.router_norm == "auto" and fresh.depth_scaled_init and not fresh.renormalize_gate
     assert TrainConfig.model_validate({"lr": 1e-3}).router_loss_layers == "sum"
+
+
+def test_a_run_trained_before_the_recipe_change_is_not_resumed_with_the_new_one(tmp_path):
+    import yaml
+
+    from moelab.config import RunConfig
+    from moelab.errors import UserError
+    from moelab.train.rundir import check_same_run
+
+    cfg = RunConfig.model_validate({"model": {"num_experts": 4, "top_k": 1}})
+    saved = cfg.model_dump(mode="json")  # as an older moelab wrote it: without the recipe's fields
+    for section, key in (("model", "router_norm"), ("model", "depth_scaled_init"), ("train", "router_loss_layers")):
+        saved[section].pop(key)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
+    with pytest.raises(UserError, match="recipe before 2026-12-07; to finish it as it began, set model.router_norm: renormalize"):
+        check_same_run(cfg, tmp_path)
+    old = RunConfig.model_validate({"model": {"num_experts": 4, "top_k": 1, "router_norm": "renormalize",
+                                              "depth_scaled_init": False}, "train": {"router_loss_layers": "mean"}})
+    assert check_same_run(old, tmp_path) is not None  # the same run, resumable as it began

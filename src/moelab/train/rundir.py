@@ -17,6 +17,8 @@ from moelab.config import RunConfig, load_run_config
 from moelab.errors import UserError
 
 _OPERATIONAL = ("device", "distributed", "checkpoint_every", "keep_checkpoints")
+# The fields of the paper-engine recipe (moelab.config): a saved run without them is read with the old values.
+_RECIPE_OF_2026_12_07 = ("model.router_norm", "model.depth_scaled_init", "train.router_loss_layers")
 
 
 def _comparable(cfg: RunConfig) -> dict:
@@ -45,7 +47,11 @@ def check_same_run(cfg: RunConfig, run_dir: Path) -> RunConfig | None:
     saved = load_run_config(path)
     diff = _first_difference(_comparable(cfg), _comparable(saved))
     if diff:
-        raise UserError(f"{run_dir} holds a different run ({diff}); use a new run directory")
+        hint = ""
+        if diff.split(":")[0] in _RECIPE_OF_2026_12_07:
+            hint = (" — it was trained with the recipe before 2026-12-07; to finish it as it began, set "
+                    "model.router_norm: renormalize, model.depth_scaled_init: false and train.router_loss_layers: mean")
+        raise UserError(f"{run_dir} holds a different run ({diff}); use a new run directory{hint}")
     return saved
 
 
