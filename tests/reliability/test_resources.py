@@ -175,7 +175,9 @@ def test_the_precision_measurement_and_the_probe_check_memory_first(monkeypatch)
     # The probe, with 1 MiB left under the process's address-space limit: refused before its model is built.
     code = ("import resource, sys\n"
             "from moelab.study.probe import ProbeUnavailable, measure_flops_per_second\n"
+            # everything the probe imports, imported (and compiled: a fresh clone has no .pyc) before the limit
             "import torch, moelab.model.transformer, moelab.train.objective, moelab.train.optim\n"
+            "import moelab.accounting, moelab.config, moelab.resources, moelab.train.precision\n"
             "vm = next(int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmSize:'))\n"
             "resource.setrlimit(resource.RLIMIT_AS, (vm + (1 << 20), resource.RLIM_INFINITY))\n"
             "try:\n"
