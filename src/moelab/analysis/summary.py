@@ -122,16 +122,17 @@ def monotone_in_total(rows: list[dict], y: Quantity, *, increasing: bool, what: 
     per_line = bonferroni(len(lines), level)
     sign = 1 if increasing else -1
     parts, against, same_way = [], False, True
+    _, scale = _unit(y)  # each line's slope in the pooled slope's unit (points, not fractions)
     for name, pts in lines:
         effect = slope_test([p[0] for p in pts], [p[1] for p in pts], None, [p[2] for p in pts], level=per_line)
         if effect is None:  # two models: the sign alone
             slope = (pts[-1][1] - pts[0][1]) / (pts[-1][0] - pts[0][0]) if pts[-1][0] != pts[0][0] else 0.0
             same_way &= sign * slope > 0
-            parts.append(f"{name}: {slope:+.3g}")
+            parts.append(f"{name}: {slope * scale:+.3g}")
             continue
         same_way &= sign * effect.estimate > 0
         against |= effect.verdict(positive=increasing) == NO
-        parts.append(f"{name}: {effect.text()}")
+        parts.append(f"{name}: {effect.estimate * scale:+.3g} [{effect.lo * scale:+.3g}, {effect.hi * scale:+.3g}]")
     verdict = pooled.verdict(positive=increasing)
     if against:
         verdict = NO
