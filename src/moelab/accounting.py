@@ -186,6 +186,14 @@ def paper_heads(d_model: int) -> int:
     return 1
 
 
+def model_vocab_size(configured: int, tokenizer_size: int | None) -> int:
+    """The model's vocabulary for a tokenizer of ``tokenizer_size`` tokens: the configured size when
+    the tokenizer fits in it (or is unknown), else the tokenizer's size padded as Megatron pads it."""
+    if tokenizer_size is None or tokenizer_size <= configured:
+        return configured
+    return padded_vocab_size(tokenizer_size)
+
+
 def padded_vocab_size(vocab_size: int, tensor_parallel: int = 1, divisible_by: int = 128) -> int:
     """The vocabulary Megatron-LM builds: rounded up to a multiple of ``--make-vocab-size-divisible-by``
     (128) × the tensor-parallel size, so each TP shard of the embedding is a whole number of 128-row

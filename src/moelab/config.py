@@ -212,6 +212,14 @@ class DataConfig(StrictConfig):
     val_fraction: float = Field(0.05, gt=0, lt=1)
 
 
+def router_loss_scale(layers: str, num_layers: int) -> int:
+    """What multiplies the layer *means* of the router losses in the objective (``router_loss_layers``):
+    the number of MoE layers for 'sum' (Megatron-Core: each layer adds coef × its own losses), 1 for
+    'mean' (moelab before 2026-12-07)."""
+    assert layers in ("sum", "mean"), layers
+    return num_layers if layers == "sum" else 1
+
+
 class TrainConfig(StrictConfig):
     seed: int = 0
     batch_size: int = Field(16, gt=0, description="global batch in sequences")

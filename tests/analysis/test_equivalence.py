@@ -20,10 +20,8 @@ from moelab.analysis.verdicts import (EQUIVALENT, NOT_EQUIVALENT, detectable, re
 from moelab.config import EquivalenceMargins
 from moelab.errors import UserError
 
-from analysis_synth import params
-from test_noise_verdicts import _evaluate, _noise_study
+from analysis_synth import ITEMS, evaluate_noise, noise_model, noise_study, params
 
-ITEMS = 300
 
 
 # ---------------------------------------------------------------- hand computations
@@ -104,14 +102,11 @@ def test_a_negative_margin_stops_with_one_line(tmp_path):
 # ---------------------------------------------------------------- studies
 
 
-def _topk_noise_study(seed: int, *, planted: float = 0.0) -> list[dict]:
+def _topknoise_study(seed: int, *, planted: float = 0.0) -> list[dict]:
     """Top-k 1 and 2 at the same active parameters, five seeds each; ``planted`` adds to k = 2's
     reasoning accuracy (headline: held-out)."""
     rng = np.random.default_rng(seed)
-    item_bits = {(tk, s): rng.gamma(2.0, 0.5, ITEMS) * 5 for tk in ("knowledge", "reasoning") for s in ("train", "heldout")}
-    item_tokens = {key: rng.integers(3, 8, ITEMS) for key in item_bits}
-    true_acc = {("knowledge", "train"): 0.45, ("knowledge", "heldout"): 0.05,
-                ("reasoning", "train"): 0.35, ("reasoning", "heldout"): 0.33}
+    item_bits, item_tokens, true_acc = noise_model(rng)
     rows = []
     for d in (48, 64):
         for e in (2, 4, 8, 16):
@@ -127,7 +122,7 @@ def _topk_noise_study(seed: int, *, planted: float = 0.0) -> list[dict]:
                     acc = dict(true_acc)
                     if k == 2:
                         acc[("reasoning", "heldout")] += planted
-                    rows.append(row | _evaluate(rng, item_bits, item_tokens, acc))
+                    rows.append(row | evaluate_noise(rng, item_bits, item_tokens, acc))
     return rows
 
 
@@ -143,7 +138,7 @@ MARGINS = EquivalenceMargins(accuracy=0.05, task_loss_bits=0.1)
 
 @pytest.mark.parametrize("seed", range(2))
 def test_noise_with_a_margin_above_its_noise_reads_equivalent_never_yes(seed):
-    answers = _answers(_topk_noise_study(seed), MARGINS)
+    answers = _answers(_topknoise_study(seed), MARGINS)
     topk = {c: a for c, a in answers.items() if "top-k has little effect" in c}
     assert len(topk) == 4  # accuracy and task loss of both families
     assert {a for a, _ in topk.values()} == {EQUIVALENT}, topk
@@ -155,7 +150,7 @@ def test_noise_with_a_margin_above_its_noise_reads_equivalent_never_yes(seed):
 
 
 def test_a_planted_top_k_effect_is_not_equivalent():
-    answers = _answers(_topk_noise_study(5, planted=0.15), MARGINS)
+    answers = _answers(_topknoise_study(5, planted=0.15), MARGINS)
     answer, detail = answers["reasoning accuracy: top-k has little effect at fixed active parameters (equivalence)"]
     assert answer == NOT_EQUIVALENT, detail
     assert "points" in detail
@@ -165,13 +160,13 @@ def test_a_planted_top_k_effect_is_not_equivalent():
 
 
 def test_without_declared_margins_the_equivalence_rows_say_so():
-    answers = _answers(_topk_noise_study(0))
+    answers = _answers(_topknoise_study(0))
     a, detail = answers["reasoning accuracy: top-k has little effect at fixed active parameters (equivalence)"]
     assert a == stats.NOT_ENOUGH and "analysis.equivalence.accuracy" in detail
 
 
 def test_grpo_on_noise_keeps_the_trend_or_cannot_tell_and_a_planted_trend_is_caught():
-    rows = _noise_study(1)
+    rows = noise_study(1)
     answers = _answers(rows, MARGINS)
     claim = "GRPO keeps the knowledge accuracy trend in total parameters (equivalence)"
     assert answers[claim][0] in (EQUIVALENT, stats.INCONCLUSIVE), answers[claim]

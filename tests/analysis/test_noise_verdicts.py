@@ -17,60 +17,7 @@ from moelab.analysis.data import families, normalise
 from moelab.analysis.optimum import optimal_sparsity
 from moelab.analysis.summary import summarize
 
-from analysis_synth import params
-
-ITEMS = 300
-
-
-def _noise_study(seed: int, *, with_seeds: bool = False) -> list[dict]:
-    rng = np.random.default_rng(seed)
-    # one model's per-item losses (bits, tokens) for each task and split, fixed across the study
-    item_bits = {(t, s): rng.gamma(2.0, 0.5, ITEMS) * 5 for t in ("knowledge", "reasoning") for s in ("train", "heldout")}
-    item_tokens = {key: rng.integers(3, 8, ITEMS) for key in item_bits}
-    true_acc = {("knowledge", "train"): 0.45, ("knowledge", "heldout"): 0.05,
-                ("reasoning", "train"): 0.35, ("reasoning", "heldout"): 0.33}
-    rows = []
-    seeds = (0, 1, 2) if with_seeds else (0,)
-    for budget in (1e12, 4e12):
-        for d in (48, 64):
-            for e in (1, 2, 4, 8, 16, 32):
-                for lr in (1e-3, 3e-3):
-                    for sd in seeds:
-                        total, active = params(d, e, 1)
-                        tokens = budget / (6 * active)
-                        row = {"run_id": f"C{budget:g}-d{d}-E{e}-lr{lr:g}-s{sd}", "status": "done", "budget": budget,
-                               "d_model": d, "num_experts": e, "top_k": 1, "lr": lr, "init_std": 0.02, "seed": sd,
-                               "total_params": total, "active_params": active, "tokens": tokens,
-                               "tpp": tokens / total, "name": f"d{d}-E{e}-k1",
-                               # the same model: training losses are its own plus run-to-run jitter
-                               "final_train_loss": 2.0 + rng.normal(0, 0.01),
-                               "final_val_loss": 2.1 + rng.normal(0, 0.01)}
-                        row |= _evaluate(rng, item_bits, item_tokens, true_acc)
-                        rows.append(row)
-    post = []
-    for r in rows[:12]:
-        p = dict(r, run_id=r["run_id"] + "+grpo", posttrain="grpo", base_run_id=r["run_id"])
-        p |= _evaluate(rng, item_bits, item_tokens, true_acc)
-        post.append(p)
-    return rows + post
-
-
-def _evaluate(rng, item_bits, item_tokens, true_acc) -> dict:
-    out = {}
-    for (task, split), bits in item_bits.items():
-        idx = rng.integers(0, ITEMS, ITEMS)  # a fresh draw of the evaluation items
-        b, t = bits[idx], item_tokens[(task, split)][idx]
-        lo, hi = stats.bootstrap_ratio_interval(b, t, n_boot=300, seed=int(rng.integers(1 << 30)))
-        acc = rng.binomial(ITEMS, true_acc[(task, split)]) / ITEMS
-        alo, ahi = stats.wilson_interval(acc, ITEMS)
-        out |= {f"task_loss/{task}/{split}": b.sum() / t.sum(), f"task_loss_lo/{task}/{split}": lo,
-                f"task_loss_hi/{task}/{split}": hi, f"accuracy/{task}/{split}": acc,
-                f"accuracy_lo/{task}/{split}": alo, f"accuracy_hi/{task}/{split}": ahi,
-                f"num_items/{task}/{split}": ITEMS}
-    for task in ("knowledge", "reasoning"):
-        out[f"task_loss_gap/{task}"] = out[f"task_loss/{task}/heldout"] - out[f"task_loss/{task}/train"]
-    return out
-
+from analysis_synth import ITEMS, noise_study as _noise_study
 
 def _verdicts(rows: list[dict]) -> dict[str, str]:
     from moelab.analysis.extras import grpo_pairs

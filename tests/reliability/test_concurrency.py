@@ -113,22 +113,23 @@ def test_a_second_sweep_is_refused_and_readers_see_whole_snapshots_while_a_sweep
     assert json.loads(res.stdout) == [{"n": 2}], res.stderr
 
 
-REBUILDER = r'''
-import sys, time
-from moelab.study.store import rebuild_store
-t = time.time() + float(sys.argv[2])
+LOOPER = r'''
+import importlib, sys, time
+module, name = sys.argv[1].rsplit(".", 1)
+call = getattr(importlib.import_module(module), name)
+t = time.time() + float(sys.argv[3])
 n = 0
 while time.time() < t:
-    rebuild_store(sys.argv[1])
+    call(sys.argv[2])
     n += 1
 print(n)
-'''
+'''  # python -c LOOPER MODULE.FUNCTION ARG SECONDS: calls FUNCTION(ARG) without pause, prints how often
 
 
 def test_query_and_report_under_a_writer_that_rebuilds_the_store_without_pause(tmp_path):
     sweep = _fake_sweep(tmp_path)
-    writer = subprocess.Popen([sys.executable, "-c", REBUILDER, str(sweep), "8"], env=ENV,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    writer = subprocess.Popen([sys.executable, "-c", LOOPER, "moelab.study.store.rebuild_store", str(sweep), "8"],
+                              env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     reader = subprocess.Popen([sys.executable, "-c", READER, str(sweep), "8"], env=ENV,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     snapshots, counts = _reads(reader)
@@ -142,18 +143,6 @@ def test_query_and_report_under_a_writer_that_rebuilds_the_store_without_pause(t
     assert not [p for p in Path(sweep).iterdir() if p.name.endswith(".tmp")]  # no temp left behind
 
 
-PROBER = r'''
-import sys, time
-from moelab.study.lock import lock_holder
-t = time.time() + float(sys.argv[2])
-n = 0
-while time.time() < t:
-    lock_holder(sys.argv[1])
-    n += 1
-print(n)
-'''
-
-
 def test_moelab_status_probing_the_lock_never_makes_a_starting_sweep_refuse(tmp_path):
     """``moelab status`` asks whether a sweep runs by taking the lock shared for an instant; a sweep
     that starts in that instant must still get its lock (and a live sweep's refusal must stand)."""
@@ -161,8 +150,8 @@ def test_moelab_status_probing_the_lock_never_makes_a_starting_sweep_refuse(tmp_
     from moelab.study.lock import SweepLock
 
     (tmp_path / ".lock").touch()
-    prober = subprocess.Popen([sys.executable, "-c", PROBER, str(tmp_path), "4"], env=ENV, stdout=subprocess.PIPE,
-                              text=True)
+    prober = subprocess.Popen([sys.executable, "-c", LOOPER, "moelab.study.lock.lock_holder", str(tmp_path), "4"],
+                              env=ENV, stdout=subprocess.PIPE, text=True)
     try:
         time.sleep(1.0)  # the prober is running
         for _ in range(100):

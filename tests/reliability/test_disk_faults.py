@@ -181,7 +181,8 @@ def test_a_full_disk_during_data_prepare_keeps_the_finished_source_and_resumes(d
     assert moelab("data", "prepare", sources["a"], *common).returncode == 0
     kept = snapshot(out)
     res = moelab("data", "prepare", sources["a"], sources["b"], *common)
-    _one_line_disk_full(res, str(out))
+    line = _one_line_disk_full(res, str(out))
+    assert ".tmp" not in line  # the shard (or manifest) by its own name, not a temp file's
     manifest = json.loads((out / MANIFEST).read_text())
     done = [e for e in manifest["sources"].values() if e["state"] == "done"]
     assert len(done) == 1 and all(IndexedDataset(out / sh["train"]) for sh in done[0]["shards"])

@@ -154,22 +154,25 @@ class IndexedWriter:
         try:
             self._bin.write(flat.astype(self.dtype, copy=False).tobytes())
         except OSError as err:
-            raise self._disk_full(err, bin_path(self.prefix)) from None
+            raise self._disk_full(err, bin_path(self.prefix), self._tmp_bin) from None
         self._lengths.append(np.fromiter((len(d) for d in docs), np.int32, len(docs)))
         self.num_tokens += int(flat.size)
 
-    def _disk_full(self, err: OSError, dest: Path) -> OSError:
-        """``err``, or the one-line full-disk error naming the shard and the space left (moelab.atomic)."""
+    def _disk_full(self, err: OSError, dest: Path, tmp: Path) -> OSError:
+        """``err``, or the one-line full-disk error naming the shard (not its temp name) and the
+        space left (moelab.atomic)."""
         from moelab.atomic import as_disk_full
 
-        return as_disk_full(err, dest) or err
+        return as_disk_full(err, dest, tmp) or err
 
     def finish(self) -> Path:
         """Make the pair durable and visible; returns the prefix."""
         try:
             return self._finish()
         except OSError as err:
-            raise self._disk_full(err, idx_path(self.prefix) if self._bin.closed else bin_path(self.prefix)) from None
+            if self._bin.closed:  # the .bin is whole: the .idx was being written
+                raise self._disk_full(err, idx_path(self.prefix), self._tmp_idx) from None
+            raise self._disk_full(err, bin_path(self.prefix), self._tmp_bin) from None
 
     def _finish(self) -> Path:
         self._bin.flush()

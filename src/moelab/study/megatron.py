@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from moelab.atomic import atomic_path, atomic_write_json
+from moelab.config import router_loss_scale
 from moelab.errors import UserError
 from moelab.study.plan import PlannedRun
 
@@ -120,7 +121,8 @@ def megatron_args(run: PlannedRun, micro_batch: int | None = None) -> dict[str, 
     if m.top_k == 1 and m.num_experts > 1 and m.renormalize_gate:
         raise UserError(f"{run.run_id}: model.router_norm 'renormalize' at top-1 is a renormalised top-1 gate "
                         "(always 1, no task gradient); Megatron-LM refuses it: use router_norm 'auto'")
-    per_layer = 1 if t.router_loss_layers == "sum" else m.n_layers  # Megatron adds the losses per layer
+    # Megatron adds coef × each layer's losses; moelab's objective is scale × coef × their layer mean
+    per_layer = m.n_layers / router_loss_scale(t.router_loss_layers, m.n_layers)
     moe: list[tuple[str, str | None]] = [
         ("--num-experts", _lit(m.num_experts)),
         ("--moe-ffn-hidden-size", _lit(m.ffn_hidden)),  # explicit: Megatron warns when it derives it

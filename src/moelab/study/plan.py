@@ -150,9 +150,7 @@ def _grid(study: StudyConfig) -> list[PlannedRun]:
     # A real tokenizer sets the vocabulary as the trainer will: padded as Megatron pads (a multiple of
     # 128) when it is larger than the config's (moelab.train.trainer); the counts, FLOPs and memory use it.
     tok_vocab = tokenizer_vocab_size(base.data.tokenizer)
-    model_vocab = base.model.vocab_size
-    if tok_vocab is not None and tok_vocab > model_vocab:
-        model_vocab = accounting.padded_vocab_size(tok_vocab)
+    model_vocab = accounting.model_vocab_size(base.model.vocab_size, tok_vocab)
     lrs = g.lr or [None]
     stds = g.init_std or [None]
     seeds = g.seed or [None]

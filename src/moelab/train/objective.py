@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import torch
 
+from moelab.config import router_loss_scale
 from moelab.model.losses import load_balancing_loss, router_z_loss
 from moelab.train.linear_ce import linear_cross_entropy
 
@@ -28,8 +29,7 @@ class MicroBatchLosses(NamedTuple):
         """``lm + Σ_layers (aux_coef·balance + z_coef·z)`` for ``layers='sum'`` (Megatron-Core: each
         MoE layer adds its own losses times the coefficients), or the same with the layer mean
         for ``'mean'`` (moelab before 2026-12-07, L times weaker)."""
-        scale = len(self.router) if layers == "sum" else 1
-        assert layers in ("sum", "mean"), layers
+        scale = router_loss_scale(layers, len(self.router))
         return self.lm + scale * (aux_coef * self.aux + z_coef * self.z)
 
 

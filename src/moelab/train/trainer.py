@@ -42,7 +42,7 @@ import torch
 
 from moelab import accounting
 from moelab.atomic import atomic_dir, atomic_write_json, atomic_write_text
-from moelab.config import RunConfig, dump_yaml
+from moelab.config import RunConfig, dump_yaml, router_loss_scale
 from moelab.errors import UserError
 from moelab.model.transformer import MoETransformer
 from moelab.train import checkpoint as ckpt
@@ -125,8 +125,7 @@ def _prepare(cfg: RunConfig, run_dir: Path, saved: RunConfig | None, dist: Dist)
     eff = cfg.model_copy(deep=True)
     # A tokenizer larger than the configured vocabulary: Megatron's padding (a multiple of 128);
     # one that fits keeps the configured size (the planner's rule too: moelab.study.plan).
-    if len(tok) > cfg.model.vocab_size:
-        eff.model.vocab_size = accounting.padded_vocab_size(len(tok))
+    eff.model.vocab_size = accounting.model_vocab_size(cfg.model.vocab_size, len(tok))
     if saved is not None and saved.model.vocab_size < len(tok):
         raise UserError(f"{run_dir}/tokenizer has {len(tok)} tokens but config.yaml says {saved.model.vocab_size}")
     if saved is None and dist.is_main:
@@ -356,7 +355,7 @@ class _Loop:
         grad_norm = self.dist.clip_grad_norm(self.model, max_norm)  # pre-clip total norm
         self.dist.all_reduce_mean(sums)
         lm, aux, z, gn = torch.cat([sums, grad_norm.reshape(1).to(sums)]).tolist()  # one host sync
-        scale = self.cfg.model.n_layers if t.router_loss_layers == "sum" else 1  # aux, z are layer means
+        scale = router_loss_scale(t.router_loss_layers, self.cfg.model.n_layers)  # aux, z are layer means
         return [lm + scale * (t.aux_loss_coef * aux + t.z_loss_coef * z), lm, aux, z, gn]
 
     # -- main --------------------------------------------------------------------------------
