@@ -168,6 +168,9 @@ class WorldConfig(StrictConfig):
     knowledge_eval_items: int = Field(300, gt=0)
     addition_digits: int = Field(3, ge=1, le=8, description="addition: digits of every operand")
     addition_terms: int = Field(2, ge=2, le=4, description="addition: operands per problem")
+    addition_min_digits: int | None = Field(
+        None, ge=1, le=8, description="addition: a difficulty mixture, digits drawn per problem from "
+                                      "addition_min_digits..addition_digits (None: every problem has addition_digits)")
     # The implicit-reasoning family (moelab.data.implicit; not yet calibrated): off, the world is unchanged.
     implicit_reasoning: bool = Field(False, description="add the 2-hop knowledge-graph family and its task 'implicit'")
     implicit_entities: int = Field(200, ge=10, le=20_000, description="implicit: entities (>= 10: 10-way choices)")
@@ -185,8 +188,13 @@ class WorldConfig(StrictConfig):
             raise ValueError(f"unknown knowledge attribute '{bad[0]}'{hint}")
         if len(set(self.knowledge_attributes)) != len(self.knowledge_attributes):
             raise ValueError("knowledge_attributes lists an attribute twice")
+        if self.addition_min_digits is not None and self.addition_min_digits > self.addition_digits:
+            raise ValueError(f"addition_min_digits={self.addition_min_digits} is above addition_digits="
+                             f"{self.addition_digits} (the mixture draws from min..max digits)")
         if "addition" in self.reasoning_tasks:
-            space = addition_problem_space(self.addition_digits, self.addition_terms)
+            # A mixture's smallest length bounds it: its problems are the first to run out.
+            space = addition_problem_space(self.addition_min_digits or self.addition_digits, self.addition_terms)
+            space *= 1 + self.addition_digits - (self.addition_min_digits or self.addition_digits)
             share = self.reasoning_train_items // len(set(self.reasoning_tasks)) + 1
             if share + self.reasoning_eval_items > space // 2:
                 raise ValueError(

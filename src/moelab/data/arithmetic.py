@@ -18,6 +18,11 @@ result is the last carry followed by the columns' last digits, most significant 
 operands have exactly ``digits`` digits (no leading zero), so a digit's position in the text is
 the same for every problem of one difficulty.
 
+A difficulty mixture (``min_digits``): each problem draws its digits per operand uniformly from
+``min_digits..digits``, so held-out accuracy averages several lengths, each learned at its own
+point of training, instead of one all-or-nothing transition (exact match on a long answer is the
+product of its digits' accuracies; Schaeffer et al., arXiv 2304.15004).
+
 The dataset object mimics the part of ``reasoning_gym``'s API the world uses: indexing gives an
 entry dict ``{"question", "answer", "metadata"}`` that is a pure function of (seed, index), and
 ``score_answer(answer, entry)`` gives 1.0 for the exact integer.
@@ -56,6 +61,7 @@ class AdditionDataset:
     size: int
     digits: int = 2
     terms: int = 2
+    min_digits: int | None = None  # a mixture of min_digits..digits, drawn per problem; None: all `digits`
 
     def __len__(self) -> int:
         return self.size
@@ -64,13 +70,16 @@ class AdditionDataset:
         if not 0 <= index < self.size:
             raise IndexError(index)
         # One stream per item: an item never depends on how many items came before it.
-        rng = random.Random(f"moelab-addition/{self.seed}/{self.digits}/{self.terms}/{index}")
-        low = 10 ** (self.digits - 1) if self.digits > 1 else 0
-        operands = [rng.randint(low, 10**self.digits - 1) for _ in range(self.terms)]
+        # A fixed difficulty keeps its stream name of before the mixture, so its items are unchanged.
+        mixture = "" if self.min_digits is None else f"/mix{self.min_digits}"
+        rng = random.Random(f"moelab-addition/{self.seed}/{self.digits}/{self.terms}{mixture}/{index}")
+        digits = self.digits if self.min_digits is None else rng.randint(self.min_digits, self.digits)
+        low = 10 ** (digits - 1) if digits > 1 else 0
+        operands = [rng.randint(low, 10**digits - 1) for _ in range(self.terms)]
         solution, result = column_steps(operands)
         question = f"What is {' + '.join(str(v) for v in operands)}?"
         return {"question": question, "answer": str(result),
-                "metadata": {"operands": operands, "expression": None, "solution": solution}}
+                "metadata": {"operands": operands, "expression": None, "solution": solution, "digits": digits}}
 
     @staticmethod
     def score_answer(answer: str | None, entry: dict) -> float:

@@ -192,7 +192,7 @@ def _reasoning(cfg: WorldConfig) -> tuple[dict[str, list[rsn.Problem]], list[str
 
 def _generator_options(cfg: WorldConfig, name: str) -> dict | None:
     if name == "addition":
-        return {"digits": cfg.addition_digits, "terms": cfg.addition_terms}
+        return {"digits": cfg.addition_digits, "terms": cfg.addition_terms, "min_digits": cfg.addition_min_digits}
     return None
 
 

@@ -19,7 +19,11 @@ Pipeline per item (generation items):
 3. Extraction by family: knowledge — normalised first line; reasoning with a numeric gold —
    ``#### N``, else "the answer is N", else the last number (normalised); reasoning with a
    non-numeric gold — the first line after ``####`` (or the first line), normalised.
-4. ``exact_match``: extracted answer equals the normalised gold. ``correct``: the task's own
+4. ``exact_match``: extracted answer equals the normalised gold. ``digit_accuracy`` (whole-number
+   golds only): the share of the gold's digits that the extracted answer has at the same place,
+   counted from the units, over the longer of the two (a missing answer scores 0). Exact match on
+   a many-digit answer turns smooth per-digit gains into one jump (Schaeffer et al., arXiv
+   2304.15004); this continuous metric, reported beside it, does not. ``correct``: the task's own
    scorer gives full credit (``Task.score(item, completion)``: reasoning-gym's ``score_answer`` for
    the world's reasoning tasks) — or exact match when there is no task scorer. The headline
    ``accuracy`` is the mean of ``correct``.
@@ -57,6 +61,7 @@ __all__ = [
     "score_multiple_choice",
     "extract_prediction",
     "is_exact_match",
+    "digit_accuracy",
     "fewshot_prompts",
 ]
 
@@ -76,6 +81,7 @@ class AccuracyResult:
     num_truncated: int
     records: list[dict[str, Any]] = field(default_factory=list)
     acc_bytes: float | None = None  # multiple-choice items only: per UTF-8 byte
+    digit_accuracy: float | None = None  # generation items with a whole-number gold only
 
     def summary(self) -> dict[str, Any]:
         """JSON-able numbers without the records."""
@@ -90,6 +96,7 @@ class AccuracyResult:
             "exact_match": self.exact_match,
             "acc_norm": self.acc_norm,
             "acc_bytes": self.acc_bytes,
+            "digit_accuracy": self.digit_accuracy,
             "num_items": self.num_items,
             "num_truncated": self.num_truncated,
             "shots": self.shots,
@@ -129,6 +136,20 @@ def is_exact_match(family: str, extracted: str | None, gold: str) -> bool:
     if family != "knowledge" and _numeric_gold(gold):
         return extracted == normalize_number(gold)
     return extracted == normalize_text(gold)
+
+
+def digit_accuracy(extracted: str | None, gold: str) -> float | None:
+    """Share of ``gold``'s digits matched at their place (units first) by ``extracted``, over the
+    longer of the two; ``None`` when the gold is not a whole number (module docstring, step 4)."""
+    gold_digits = normalize_number(gold)
+    if gold_digits is None or not gold_digits.lstrip("-").isdigit():
+        return None
+    pred = extracted if extracted is not None and extracted.lstrip("-").isdigit() else ""
+    if pred.startswith("-") != gold_digits.startswith("-"):
+        return 0.0
+    pred, gold_digits = pred.lstrip("-"), gold_digits.lstrip("-")
+    hits = sum(p == g for p, g in zip(reversed(pred), reversed(gold_digits)))
+    return hits / max(len(gold_digits), len(pred))
 
 
 def _infer_family(items: Sequence[TaskItem]) -> str:
@@ -367,8 +388,9 @@ def accuracy(
             em = is_exact_match(family, extracted, it.gold)
             score = float(scorer(it, completion)) if scorer is not None else float(em)
             exact.append(em)
+            per_digit = digit_accuracy(extracted, it.gold) if family != "knowledge" else None
             records[k] = {"prompt": it.prompt, "completion": completion, "extracted": extracted, "gold": it.gold,
-                          "exact_match": em, "score": score, "correct": score >= 1.0, "truncated": tr,
+                          "exact_match": em, "digit_accuracy": per_digit, "score": score, "correct": score >= 1.0, "truncated": tr,
                           "max_new_tokens": new_tokens}
     if mc:
         mc_records, scores, tr = _multiple_choice(
@@ -383,6 +405,7 @@ def accuracy(
             rec["item_index"] = items[k].meta["index"]
 
     correct = [bool(r["correct"]) for r in records]
+    per_digit = [r["digit_accuracy"] for r in records if r.get("digit_accuracy") is not None]
     return AccuracyResult(
         task=name,
         split=split,
@@ -394,4 +417,5 @@ def accuracy(
         num_truncated=num_truncated,
         records=records,
         acc_bytes=scores.acc_bytes if scores is not None else None,
+        digit_accuracy=sum(per_digit) / len(per_digit) if per_digit else None,
     )

@@ -30,6 +30,7 @@ A gap is ``None`` when either side is missing (a task file has only a ``heldout`
     accuracy_lo/…, accuracy_hi/…    its 95 % Wilson interval over items
     exact_match/<task>/<split>      extracted answer == normalised gold
     acc_norm/<task>/<split>         multiple-choice tasks only: log-likelihood per character (lm-eval's acc_norm)
+    digit_accuracy/<task>/<split>   whole-number answers only: share of the gold's digits right at their place
     acc_bytes/<task>/<split>        multiple-choice tasks only: per UTF-8 byte (lm-eval's acc_bytes)
     num_items/<task>/<split>, num_truncated/<task>/<split>
     task_loss_gap/<task>, accuracy_gap/<task>
@@ -96,7 +97,7 @@ def assemble_levels(
         out[f"accuracy_lo/{task}/{split}"] = _num(s.get("accuracy_lo"))
         out[f"accuracy_hi/{task}/{split}"] = _num(s.get("accuracy_hi"))
         out[f"exact_match/{task}/{split}"] = _num(s.get("exact_match"))
-        for metric in ("acc_norm", "acc_bytes"):
+        for metric in ("acc_norm", "acc_bytes", "digit_accuracy"):
             if s.get(metric) is not None:
                 out[f"{metric}/{task}/{split}"] = _num(s[metric])
         out.setdefault(f"num_items/{task}/{split}", s.get("num_items"))

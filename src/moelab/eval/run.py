@@ -2,7 +2,8 @@
 
 The whole suite of :func:`moelab.eval.gaps.evaluate_model` (task loss with its bootstrap interval,
 greedy accuracy with its Wilson interval, both splits of every task, the gaps) on the run's final
-model, against the world its config describes, plus the lm-evaluation-harness tasks of ``eval.lm_eval``; the result is cached in ``run_dir/eval/summary.json``
+model, against the world its config describes, the pretraining loss on the world's memorisable tokens
+apart from the rest (:mod:`moelab.eval.memorisable`; runs trained on the world), plus the lm-evaluation-harness tasks of ``eval.lm_eval``; the result is cached in ``run_dir/eval/summary.json``
 so a resumed sweep or demo never evaluates a model twice. Used by the sweep's executors and the demo.
 """
 
@@ -35,6 +36,10 @@ def evaluate_run(run_dir: Path, cfg, *, progress: bool = True) -> dict:
     model, tokenizer, _ = load_model(run_dir)
     world = build_world(cfg.data.world)
     result = evaluate_model(model, tokenizer, world, cfg.eval, train_summary=train_summary, progress=progress)
+    if any(source.kind == "world" for source in cfg.data.sources):  # claim 1's premise, where capacity binds
+        from moelab.eval.memorisable import memorisable_losses
+
+        result.update(memorisable_losses(model, tokenizer, world))
     del model
     if cfg.eval.lm_eval:  # the harness's own tasks, on the same model: results under lm_eval/<task>/<metric>
         from moelab.eval.lmeval import run_lm_eval, summarize
