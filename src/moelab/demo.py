@@ -36,7 +36,13 @@ def run_demo(preset: str, out: Path, *, progress: bool = True) -> dict:
         except ProbeUnavailable as err:
             raise UserError(f"study '{preset}': {err}") from None
         check_fits(run.config, device)
-    _claim_demo_dir(out, preset)
+    recorded = _claim_demo_dir(out, preset)
+    # Precisions fixed once, before the first run, and kept by every resume (moelab.study.precision_plan).
+    from moelab.atomic import atomic_write_json
+    from moelab.study.precision_plan import fix_precisions
+
+    precisions = fix_precisions(feasible, recorded, lambda run_id: out / "runs" / run_id)
+    atomic_write_json(out / DEMO_FILE, {"preset": preset, "precisions": precisions})
 
     rows: list[dict] = []
     started = time.time()
@@ -62,28 +68,35 @@ def run_demo(preset: str, out: Path, *, progress: bool = True) -> dict:
     return {"results_csv": str(results_csv), "report_html": str(report_html), "rows": rows}
 
 
-DEMO_FILE = "demo.json"  # {"preset": name}: marks the folder as a demo of that preset
+DEMO_FILE = "demo.json"  # {"preset": name, "precisions": {run_id: …}}: marks the folder as a demo of that preset
 
 
-def _claim_demo_dir(out: Path, preset: str) -> None:
-    """A new or empty folder, or a demo of the same preset (then the demo resumes); refused otherwise."""
+def _claim_demo_dir(out: Path, preset: str) -> dict:
+    """A new or empty folder, or a demo of the same preset (then the demo resumes); refused otherwise.
+    Returns the precisions an earlier invocation fixed (``{}`` for a new demo)."""
     import json
 
     from moelab.atomic import atomic_write_json
     from moelab.outdir import claim_output
 
+    recorded: dict = {}
     if claim_output(out, "demo") and (out / DEMO_FILE).is_file():
         try:
-            earlier = json.loads((out / DEMO_FILE).read_text(encoding="utf-8")).get("preset")
+            saved = json.loads((out / DEMO_FILE).read_text(encoding="utf-8"))
+            earlier, recorded = saved.get("preset"), saved.get("precisions") or {}
+            recorded = {k: v for k, v in recorded.items() if isinstance(v, dict)
+                        and v.get("precision") in ("fp32", "bf16")}
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
             raise UserError(f"{out / DEMO_FILE}: unreadable; use a new --out") from None
         if earlier != preset:
             raise UserError(f"--out {out}: holds a demo of preset '{earlier}', not '{preset}'; use a new --out")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / DEMO_FILE, {"preset": preset})
+        if not (out / DEMO_FILE).is_file():
+            atomic_write_json(out / DEMO_FILE, {"preset": preset})
     except OSError as err:
         raise UserError(f"--out {out}: not writable ({err.strerror})") from None
+    return recorded
 
 
 def _headline(summary: dict, evaluation: dict) -> str:

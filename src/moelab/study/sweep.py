@@ -5,7 +5,8 @@
     result = sweep(load_study_config("smoke"), Path("runs/smoke"))
 
 Layout of ``DIR``: ``study.yaml`` (the study; a different one refuses the directory),
-``plan.json`` (every planned run, infeasible ones with their reason), ``runs/<run_id>/``
+``plan.json`` (every planned run, infeasible ones with their reason, each run's precision fixed at its first
+sweep: :mod:`moelab.study.precision_plan`), ``runs/<run_id>/``
 (the trainer's run directory plus ``eval/`` and ``status.json``), ``.lock`` (held for the
 sweep's life, names its PID) and the store (``study.duckdb``, ``results.parquet``,
 ``results.csv``), rebuilt after every finished run.
@@ -36,6 +37,7 @@ from moelab.study import store
 from moelab.study.executors import Job, make_executor
 from moelab.study.lock import SweepLock
 from moelab.study.plan import PlannedRun, plan
+from moelab.study.precision_plan import fix_precisions, recorded_precisions
 
 
 @dataclass
@@ -137,7 +139,11 @@ def sweep(study: StudyConfig, out: str | Path, *, executor: str = "local", worke
     with SweepLock(out):
         if not _check_same_study(study, out):
             atomic_write_text(out / store.STUDY_FILE, dump_yaml(study))
-        atomic_write_json(out / store.PLAN_FILE, {"study": study.name, "runs": [store.plan_row(r) for r in runs]})
+        # Precisions are fixed here, once, and read back by every later invocation (study.precision_plan).
+        precisions = fix_precisions(feasible, recorded_precisions(_earlier_plan_rows(out)),
+                                    lambda run_id: store.run_dir(out, run_id))
+        atomic_write_json(out / store.PLAN_FILE, {"study": study.name, "runs": [
+            store.plan_row(r) | precisions.get(r.run_id, {}) for r in runs]})
         result = SweepResult(out=out, planned=len(runs), feasible=len(feasible), executor=ex.name)
         jobs = _jobs_to_run(feasible, out, retry_failed, result, study)
         store.rebuild_store(out)
@@ -154,6 +160,20 @@ def sweep(study: StudyConfig, out: str | Path, *, executor: str = "local", worke
     if progress:
         _print_summary(result)
     return result
+
+
+def _earlier_plan_rows(out: Path) -> list:
+    """The runs of the ``plan.json`` an earlier invocation wrote in ``out`` (``[]`` if none or unreadable:
+    the precisions are then chosen again)."""
+    from moelab.jsonfile import json_problem
+
+    path = out / store.PLAN_FILE
+    if not path.is_file() or json_problem(path):
+        return []
+    import json
+
+    runs = json.loads(path.read_text(encoding="utf-8")).get("runs")
+    return runs if isinstance(runs, list) else []
 
 
 def _check_sources(feasible: list[PlannedRun], out: Path) -> None:
