@@ -12,6 +12,8 @@ and analysis (verdicts across models):
   run-to-run and item noise as scattered in the data) and the one the points' own standard
   errors imply (so three points that happen to line up cannot look certain).
 - :func:`difference_test` — a − b with the interval from both standard errors.
+- :func:`welch_test` — mean(a) − mean(b) from replicates (seeds): Welch's t interval (scipy),
+  its standard error floored by the one the replicates' own intervals over items imply.
 - :func:`rank_correlation_test` — Spearman ρ with the Fisher-z interval (Bonett & Wright's SE).
 - :func:`verdict` — *yes* when the interval excludes "no effect" on the claimed side, *no* when
   it excludes it on the other side, *inconclusive* when it contains no effect.
@@ -37,8 +39,9 @@ DECISION_RULE = (
     "verdict tests one by one), so a study of pure noise reads yes less than one time in twenty. The effect is "
     "a slope (least squares within lines of "
     "models, standard error the larger of the residual one and the one implied by the models' own "
-    "intervals over items), a difference (both models' standard errors, plus the seed spread where "
-    "the study has seeds) or a rank correlation (Fisher z). Yes: the interval excludes no effect on "
+    "intervals over items), a difference (with seeds, Welch's t interval on the seed replicates "
+    "of the two configurations; with one seed, both models' standard errors over items, plus the study's "
+    "median seed spread where it has one) or a rank correlation (Fisher z). Yes: the interval excludes no effect on "
     "the claimed side. No: it excludes no effect on the other side. Inconclusive: it contains no "
     "effect — the data cannot tell, and it states the minimum detectable effect: the smallest effect the "
     "same test finds with 80 % power at its level, from the study's own standard error. "
@@ -100,7 +103,7 @@ class Effect:
     lo: float
     hi: float
     n: int
-    df: int = 0  # 0: a normal interval
+    df: float = 0  # 0: a normal interval; Welch's df is fractional
     se: float | None = None  # the standard error the interval was built from (power, equivalence)
 
     def verdict(self, *, positive: bool = True) -> str:
@@ -175,6 +178,43 @@ def difference_test(a: float, se_a: float | None, b: float, se_b: float | None, 
     se = math.sqrt(se_a**2 + se_b**2)
     half = _z(level) * se
     return Effect(a - b, a - b - half, a - b + half, n, 0, se)
+
+
+def welch_test(a: Sequence[float], b: Sequence[float], *, item_se: float | None = None,
+               level: float = LEVEL) -> Effect | None:
+    """mean(a) − mean(b) from independent replicates (≥ 2 each): Welch's t interval (scipy's
+    ``ttest_ind(equal_var=False)`` and its ``confidence_interval``), Welch–Satterthwaite df.
+
+    ``item_se``: the standard error of the difference that the replicates' own intervals over items
+    imply; when it is larger than Welch's (seeds that agree more closely than their evaluation can
+    resolve, or agree exactly), it replaces it under the same df, so identical seeds never look
+    certain. None with fewer than two replicates a side, or with no spread and no ``item_se``.
+    """
+    from scipy.stats import ttest_ind
+
+    a_R, b_R = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a_R.size < 2 or b_R.size < 2:
+        return None
+    va, vb = float(a_R.var(ddof=1)) / a_R.size, float(b_R.var(ddof=1)) / b_R.size
+    se_welch = math.sqrt(va + vb)
+    if se_welch <= 1e-12 * max(1.0, float(np.abs(np.concatenate([a_R, b_R])).max())):
+        se_welch = 0.0  # seeds equal but for rounding: no spread (scipy would warn of cancellation)
+    estimate = float(a_R.mean() - b_R.mean())
+    floor = item_se if item_se is not None and math.isfinite(item_se) else 0.0
+    if se_welch > 0:
+        result = ttest_ind(a_R, b_R, equal_var=False)
+        df = float(result.df)
+    else:  # no spread at all: Welch's df is undefined; the pooled test's is the natural stand-in
+        df = float(a_R.size + b_R.size - 2)
+    if max(se_welch, floor) <= 0:
+        return None
+    if se_welch >= floor:
+        ci = result.confidence_interval(confidence_level=level)
+        return Effect(estimate, float(ci.low), float(ci.high), int(a_R.size + b_R.size), df, se_welch)
+    from scipy.stats import t
+
+    half = float(t.ppf(0.5 + level / 2, df)) * floor
+    return Effect(estimate, estimate - half, estimate + half, int(a_R.size + b_R.size), df, floor)
 
 
 def rank_correlation_test(x: Sequence[float], y: Sequence[float], *, level: float = LEVEL) -> Effect | None:

@@ -7,6 +7,7 @@ grows with total parameters. Small deterministic noise keeps the fits honest.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from pathlib import Path
@@ -200,3 +201,43 @@ def evaluate_noise(rng, item_bits, item_tokens, true_acc) -> dict:
     for task in ("knowledge", "reasoning"):
         out[f"task_loss_gap/{task}"] = out[f"task_loss/{task}/heldout"] - out[f"task_loss/{task}/train"]
     return out
+
+
+@functools.lru_cache(maxsize=None)
+def _wilson(acc: float) -> tuple[float, float]:
+    """The Wilson interval over ``ITEMS`` items, remembered: the noise tests draw thousands of studies
+    from a few hundred possible accuracies, and scipy's binomtest is a millisecond each."""
+    return stats.wilson_interval(acc, ITEMS)
+
+
+def seeded_study(rng, *, seeds=(0, 1, 2, 3, 4), d_models=(48, 64), experts=(1, 2, 4, 8, 16, 32),
+                 loss_slope: float = 0.0, acc_slope: float = 0.0, seed_sd: float = 0.01,
+                 acc_seed_sd: float = 0.02, true_acc: float = 0.3) -> list[dict]:
+    """A one-budget study trained with every seed of ``seeds`` (the CPU presets' ``grid.seed``).
+
+    Validation (and train) loss is ``2.1 + loss_slope · (log10 total − 5.5)`` plus a normal seed
+    effect of sd ``seed_sd``; knowledge accuracy on each split is a binomial draw over ``ITEMS``
+    items about ``true_acc + acc_slope · (log10 total − 5.5)`` plus a seed effect of sd
+    ``acc_seed_sd``, with its Wilson interval — so the seeds scatter by their own noise and the
+    items'. Reasoning accuracy has no effect at all. ``rng``: a numpy Generator."""
+    rows = []
+    for d in d_models:
+        for e in experts:
+            total, active = params(d, e, 1)
+            tokens = 1e12 / (6 * active)
+            lt = math.log10(total) - 5.5
+            for sd in seeds:
+                loss = 2.1 + loss_slope * lt + float(rng.normal(0, seed_sd))
+                row = {"run_id": f"C1e12-d{d}-E{e}-k1-s{sd}", "status": "done", "budget": 1e12, "d_model": d,
+                       "num_experts": e, "top_k": 1, "lr": 1e-3, "init_std": 0.02, "seed": sd,
+                       "name": f"d{d}-E{e}-k1", "total_params": total, "active_params": active, "tokens": tokens,
+                       "tpp": tokens / total, "final_train_loss": loss - 0.1, "final_val_loss": loss}
+                shift = float(rng.normal(0, acc_seed_sd))
+                for task, p in (("knowledge", true_acc + acc_slope * lt + shift), ("reasoning", true_acc + shift)):
+                    for split in ("train", "heldout"):
+                        acc = rng.binomial(ITEMS, min(max(p, 0.0), 1.0)) / ITEMS
+                        lo, hi = _wilson(acc)
+                        row |= {f"accuracy/{task}/{split}": acc, f"accuracy_lo/{task}/{split}": lo,
+                                f"accuracy_hi/{task}/{split}": hi, f"num_items/{task}/{split}": ITEMS}
+                rows.append(row)
+    return rows

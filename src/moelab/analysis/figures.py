@@ -1,8 +1,10 @@
 """Scaling-law figures with one visual grammar across the whole report.
 
 Colour encodes the active-parameter size, marker encodes top-k and line style the budget
-(and any learning-rate / init-std / seed variant), fixed once per study by :class:`Style`, so a
-reader can follow one family from figure to figure. x axes that span orders of magnitude (total
+(and any learning-rate / init-std variant), fixed once per study by :class:`Style`, so a
+reader can follow one family from figure to figure. Seeds are replicates, not lines: where a study
+has ≥ 2 seeds per configuration, :func:`series_figure` draws each configuration's seed mean with an
+error bar of the seeds' standard deviation (the individual seeds faint behind it). x axes that span orders of magnitude (total
 parameters, TPP, FLOPs, density, learning rate) are log-scaled; axis labels carry units; legends
 sit outside the axes so they never hide data. Every figure writes the series it plots as CSV.
 """
@@ -24,11 +26,15 @@ import numpy as np  # noqa: E402
 
 from moelab.accounting import human_count  # noqa: E402
 from moelab.analysis.data import Quantity, num  # noqa: E402
+from moelab.analysis.seeds import CONFIG_AXES, config_ids  # noqa: E402
+from moelab.analysis.table import table  # noqa: E402
 from moelab.stats import wilson_interval  # noqa: E402
 
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">"]
 LINESTYLES = ["-", "--", ":", "-.", (0, (5, 1, 1, 1)), (0, (1, 3))]
-VARIANT_AXES = ("budget", "lr", "init_std", "seed")  # axes that split a line beyond the active size
+# axes that split a line beyond the active size; not the seed: a configuration's seeds are replicates,
+# drawn as one mean ± sd on their line (DESIGN: "seeds are replicates")
+VARIANT_AXES = ("budget", "lr", "init_std")
 FIGSIZE = (5.4, 3.5)
 DPI = 110
 
@@ -58,7 +64,7 @@ class Figure:
 
 class Style:
     """Stable colour per active size, marker per top-k, line style per variant (budget, lr, init
-    std, seed — only the axes that vary in the study) for one study's rows."""
+    std — only the axes that vary in the study) for one study's rows."""
 
     def __init__(self, rows: list[dict]):
         actives = sorted({a for r in rows if (a := num(r.get("active_size")))})
@@ -205,7 +211,7 @@ def series_figure(rows: list[dict], x: Quantity, y: Quantity, out_dir: Path, key
                   style: Style, caption: str = "", min_points: int = 2,
                   line_key: Callable[[dict], tuple] | None = None,
                   end_label: Callable[[dict], str] | None = None) -> Figure:
-    """y against x, one line per active size and variant (points sorted by x).
+    """y against x, one line per active size and variant (points sorted by x); see :func:`draw_series`.
 
     ``line_key`` groups points into lines differently (e.g. one line per architecture when x is the
     learning rate); such lines are drawn solid and labelled at their end with ``end_label``.
@@ -215,33 +221,85 @@ def series_figure(rows: list[dict], x: Quantity, y: Quantity, out_dir: Path, key
         return skipped(key, title, f"needs at least {min_points} models with both {x.key} and {y.key} "
                                    f"(the study has {len(pts)})")
     fig, ax = _setup(title, x, y.label)
-    # one line per active size and top-k: with per_k widths the k of one active size share a colour,
-    # and a line through all of them would zig-zag between k at equal x
-    key_of = line_key or (lambda r: (num(r.get("active_size")), num(r.get("top_k")), *style.variant(r)))
-    lines: dict = defaultdict(list)
-    for r, xv, yv in pts:
-        lines[key_of(r)].append((r, xv, yv))
-    for _, members in sorted(lines.items(), key=lambda kv: sort_key(kv[0])):
-        members.sort(key=lambda t: t[1])
-        r0 = members[0][0]
-        if len(members) > 1:
-            ax.plot([m[1] for m in members], [m[2] for m in members], color=style.colour(r0),
-                    ls="-" if line_key else style.linestyle(r0), lw=1.2, alpha=0.7)
-        for r, xv, yv in members:
-            error_bar(ax, r, xv, yv, y, style.colour(r))
-            ax.plot(xv, yv, style.marker(r), color=style.colour(r), ms=6, mec="black", mew=0.4)
-        if end_label is not None:
-            r, xv, yv = members[-1]
-            ax.annotate(end_label(r), (xv, yv), xytext=(4, 0), textcoords="offset points", fontsize=6,
-                        va="center", color=style.colour(r))
+    seeds = draw_series(ax, pts, y, style=style, line_key=line_key, end_label=end_label)
     _set_log(ax, x, [p[1] for p in pts])
     style.legend(ax, [p[0] for p in pts], variants=line_key is None)
     png = _save(fig, out_dir, key)
-    data = write_csv(out_dir / "data" / f"{key}.csv", [*ID_COLUMNS, x.key, y.key, f"{y.key} lo", f"{y.key} hi"],
-                     [[r.get(c) for c in ID_COLUMNS] + [xv, yv, *(y.ci(r) or (None, None))] for r, xv, yv in pts])
-    if any(y.ci(r) is not None for r, _, _ in pts):
+    header = [*ID_COLUMNS, x.key, y.key, f"{y.key} lo", f"{y.key} hi"]
+    records = [[r.get(c) for c in ID_COLUMNS] + [xv, yv, *(y.ci(r) or (None, None))] for r, xv, yv in pts]
+    if seeds.max_n >= 2:  # each seed's row, with its configuration's mean and sd as drawn
+        header += ["seeds", f"{y.key} seed mean", f"{y.key} seed sd"]
+        records = [rec + list(seeds.per_row[i]) for i, rec in enumerate(records)]
+        what = "Points: mean ± sd over " + seeds.text() + " per configuration (faint: the individual seeds)."
+        caption = (caption + " " if caption else "") + what
+    elif any(y.ci(r) is not None for r, _, _ in pts):
         caption = (caption + " " if caption else "") + "Error bars: 95 % interval over the evaluation items."
+    data = write_csv(out_dir / "data" / f"{key}.csv", header, records)
     return Figure(key, title, caption, png, data)
+
+
+@dataclass
+class SeedCounts:
+    """What :func:`draw_series` drew: seeds per configuration, and per point (count, mean, sd)."""
+
+    min_n: int
+    max_n: int
+    per_row: list[tuple[int, float, float | None]]
+
+    def text(self) -> str:
+        n = f"{self.max_n}" if self.min_n == self.max_n else f"{self.min_n}–{self.max_n}"
+        return f"{n} seeds"
+
+
+def draw_series(ax, pts: list[tuple[dict, float, float]], y: Quantity, *, style: Style,
+                line_key: Callable[[dict], tuple] | None = None,
+                end_label: Callable[[dict], str] | None = None) -> SeedCounts:
+    """Draws ``pts`` (row, x, y) on ``ax``: one line per active size, top-k and variant (or ``line_key``).
+
+    With ≥ 2 seeds per configuration (the study's ``grid.seed``), each configuration is one point
+    on its line: the seed mean, with an error bar of the seeds' sample standard deviation (in x as
+    well where x differs between seeds, e.g. train loss) and the seeds themselves faint behind it.
+    Otherwise every model is a point with its 95 % interval over items, as for one seed.
+    """
+    # one line per active size and top-k: with per_k widths the k of one active size share a colour,
+    # and a line through all of them would zig-zag between k at equal x
+    key_of = line_key or (lambda r: (num(r.get("active_size")), num(r.get("top_k")), *style.variant(r)))
+    line_keys = sorted({sort_key(key_of(r)) for r, _, _ in pts})
+    frame = table([r for r, _, _ in pts], columns=[*CONFIG_AXES, "seed"], numeric=[*CONFIG_AXES, "seed"])
+    frame = frame.assign(x=[p[1] for p in pts], y=[p[2] for p in pts], config=config_ids(frame),
+                         line=[line_keys.index(sort_key(key_of(r))) for r, _, _ in pts], row=range(len(pts)))
+    # per configuration (C rows): its seeds' mean and sample sd (NaN for one seed), count, first row
+    configs_C = frame.groupby("config").agg(x=("x", "mean"), x_sd=("x", "std"), y=("y", "mean"), y_sd=("y", "std"),
+                                            n=("y", "size"), line=("line", "first"), row=("row", "first"))
+    seeded = bool(configs_C["n"].max() >= 2)
+    drawn = configs_C["n"][configs_C["n"] >= 2] if seeded else configs_C["n"]
+    mine = configs_C.loc[frame["config"]]
+    info = SeedCounts(int(drawn.min()), int(drawn.max()),
+                      [(int(c.n), c.y, None if np.isnan(c.y_sd) else c.y_sd) for c in mine.itertuples()])
+    for _, line in configs_C.groupby("line"):
+        line = line.sort_values("x")
+        r0 = pts[int(line["row"].iloc[0])][0]
+        colour, marker = style.colour(r0), style.marker(r0)
+        if len(line) > 1:
+            ax.plot(line["x"], line["y"], color=colour, ls="-" if line_key else style.linestyle(r0), lw=1.2, alpha=0.7)
+        for c in line.itertuples():
+            r = pts[int(c.row)][0]
+            if c.n >= 2:
+                seeds = frame[frame["config"] == c.Index]
+                ax.plot(seeds["x"], seeds["y"], marker, color=colour, ls="none", ms=3.5, alpha=0.3, mew=0)
+                ax.errorbar(c.x, c.y, yerr=c.y_sd, xerr=c.x_sd if c.x_sd > 0 else None, fmt="none", ecolor=colour,
+                            elinewidth=0.9, capsize=2.5, alpha=0.9)
+            elif not seeded:  # one seed: the model's interval over items, as ever
+                error_bar(ax, r, c.x, c.y, y, colour)
+            ax.plot(c.x, c.y, marker, color=colour, ms=6, mec="black", mew=0.4)
+        if end_label is not None:
+            last = line.iloc[-1]
+            ax.annotate(end_label(pts[int(last["row"])][0]), (last["x"], last["y"]), xytext=(4, 0),
+                        textcoords="offset points", fontsize=6, va="center", color=colour)
+    if seeded:  # legend entries for the two kinds of point
+        ax.plot([], [], "o", color="grey", mec="black", mew=0.4, ls="none", label=f"mean ± sd over {info.text()}")
+        ax.plot([], [], "o", color="grey", ms=3.5, alpha=0.3, mew=0, ls="none", label="one seed")
+    return info
 
 
 def sort_key(key) -> tuple:
@@ -365,8 +423,8 @@ def prepost_figure(pairs: list[tuple[dict, dict]], y_pre: Quantity, y_post: Quan
         return skipped(key, title, "no model has both a pre- and a post-training value")
     fig, ax = _setup(title, x, ylabel or y_pre.label)
     groups: dict = defaultdict(list)
-    for p in pts:
-        groups[(num(p[0].get("active_size")), style.variant(p[0]))].append(p)
+    for p in pts:  # one pair of lines per seed too: a line through several seeds at one x would zig-zag
+        groups[(num(p[0].get("active_size")), style.variant(p[0]), num(p[0].get("seed")))].append(p)
     for members in groups.values():
         members.sort(key=lambda p: p[2])
         r0 = members[0][0]

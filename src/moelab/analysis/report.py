@@ -175,7 +175,8 @@ def _gaps(rows, fams, style, out) -> Section:
                                title=f"{fam}: train–test gap against TPP")]
         for axis, q in (("lr", D.LR), ("init_std", D.INIT_STD)):
             if len({D.num(r.get(axis)) for r in done}) > 1:
-                others = [c for c in ("budget", "d_model", "num_experts", "top_k", "lr", "init_std", "seed") if c != axis]
+                # seeds are replicates: a configuration's seeds are one mean ± sd point of its line
+                others = [c for c in ("budget", "d_model", "num_experts", "top_k", "lr", "init_std") if c != axis]
                 figs.append(series_figure(
                     done, q, gap, out, f"gap-{s}-vs-{axis}", style=style,
                     title=f"{fam}: train–test gap against {q.label}",

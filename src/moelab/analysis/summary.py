@@ -6,23 +6,32 @@ TPP? …), answered from this study's rows with the evidence in ``detail``. Ever
 *no*, *inconclusive* or *not enough data*, by the rule :data:`moelab.stats.DECISION_RULE`: an
 effect counts only when its 95 % interval — built from the models' intervals over items, the
 scatter of the models about the fit and, with seeds, the run-to-run spread — excludes no effect.
+
+Seeds are replicates (the CPU presets train every configuration with five): a line of models is
+(budget, active size, lr, init std), a configuration's seeds are repeated points on it, and the
+comparisons of configurations use their seeds' spread (Welch's t). ``monotone_in_total`` and
+``best_at_largest`` read the typed table of :mod:`moelab.analysis.table`; the other statements
+still read dict rows.
 """
 
 from __future__ import annotations
 
 import math
-import statistics
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass
 
+import numpy as np
+import pandas as pd
 
 from moelab.accounting import human_count
 from moelab.analysis.data import (STATUSES, TOTAL, TRAIN_LOSS, VAL_LOSS, Quantity, accuracy_of, budget_symbol,
                                   completed, num, task_gap_of, task_loss_of)
 from moelab.analysis.figures import fmt_si
+from moelab.analysis.seeds import CONFIG_AXES, config_ids
+from moelab.analysis.table import se_column, table
 from moelab.analysis.verdicts import EQUIVALENT, NOT_EQUIVALENT, power_note
-from moelab.stats import (INCONCLUSIVE, LEVEL, NO, NOT_ENOUGH, YES, anova_test, bonferroni, combine, difference_test,
-                          rank_correlation_test, regression_test, slope_test)
+from moelab.stats import (INCONCLUSIVE, LEVEL, NO, NOT_ENOUGH, YES, Effect, anova_test, bonferroni, combine,
+                          difference_test, rank_correlation_test, regression_test, slope_test, welch_test)
 
 NA = NOT_ENOUGH
 __all__ = ["Statement", "summarize", "YES", "NO", "INCONCLUSIVE", "NA", "EQUIVALENT", "NOT_EQUIVALENT"]
@@ -45,26 +54,48 @@ class Statement:
         return {"claim": self.claim, "answer": self.answer, "detail": self.detail}
 
 
-_LINE_AXES = ("budget", "active_size", "lr", "init_std", "seed")
+# A line of the figures and verdicts: models that differ only in total parameters (E, and d_model /
+# top-k within one active size). Seeds are not an axis: a configuration's seeds are replicate points
+# on its line (DESIGN: "seeds are replicates").
+LINE_AXES = ("budget", "active_size", "lr", "init_std")
+_NAME_AXES = (("lr", "lr"), ("init_std", "std"), ("seed", "seed"))  # after budget and active size
 
 
-def _line_groups(rows: list[dict]) -> dict[tuple, list[dict]]:
-    """Models on one line of the figures: same budget, active size, lr, init std and seed."""
-    out: dict[tuple, list[dict]] = defaultdict(list)
-    for r in rows:
-        out[tuple(num(r.get(c)) for c in _LINE_AXES)].append(r)
-    return out
+def _key(key) -> tuple:
+    """A groupby key with NaN (a missing axis) as None, as ``num`` gives."""
+    key = key if isinstance(key, tuple) else (key,)
+    return tuple(None if pd.isna(v) else float(v) for v in key)
 
 
 def _group_name(key: tuple, members: list[dict], rows: list[dict] = ()) -> str:
-    """``D3M/A150K``, plus ``/lr0.001``, ``/std0.02``, ``/seed1`` for the axes that vary across ``rows``."""
+    """``D3M/A150K``, plus ``/lr0.001``, ``/std0.02`` (and ``/seed1`` for a key that holds the seed)
+    for the axes that vary across ``rows``."""
     budget, active = key[0], key[1]
     sym = budget_symbol(members)  # D for a token budget, C for FLOPs
     name = f"{sym}{fmt_si(budget)}/A{human_count(active)}" if active else f"{sym}{fmt_si(budget)}"
-    for axis, prefix, value in zip(_LINE_AXES[2:], ("lr", "std", "seed"), key[2:]):
+    for (axis, prefix), value in zip(_NAME_AXES, key[2:]):
         if value is not None and len({num(r.get(axis)) for r in rows}) > 1:
             name += f"/{prefix}{value:g}"
     return name
+
+
+def _frame(rows: list[dict], y: Quantity) -> pd.DataFrame:
+    """The models with y and a positive total: typed table with ``log_total`` and a ``config`` id
+    (:func:`moelab.analysis.seeds.config_ids`: a configuration's seeds share one)."""
+    axes = [*dict.fromkeys((*LINE_AXES, *CONFIG_AXES, "seed"))]
+    frame = table(rows, columns=[*axes, "label", "budget_kind"], numeric=axes, quantities=[y, TOTAL])
+    frame["log_total"] = np.log10(frame[TOTAL.key].where(frame[TOTAL.key] > 0))
+    frame = frame.dropna(subset=["log_total", y.key])
+    return frame.assign(config=config_ids(frame))
+
+
+def _seeds_used(frame: pd.DataFrame) -> str:
+    """"5 seeds per configuration as replicates", "2–5 seeds …" or "one seed per configuration"."""
+    counts = frame.groupby("config").size()
+    if counts.empty or counts.max() < 2:
+        return "one seed per configuration"
+    lo, hi = int(counts.min()), int(counts.max())
+    return f"{lo if lo == hi else f'{lo}–{hi}'} seeds per configuration as replicates"
 
 
 def _constant(rows: list[dict], y: Quantity) -> Statement | None:
@@ -74,16 +105,10 @@ def _constant(rows: list[dict], y: Quantity) -> Statement | None:
     return None
 
 
-def _seed_sd(rows: list[dict], y: Quantity) -> float | None:
-    """The median run-to-run standard deviation of ``y`` where the study has seed replicates."""
-    from moelab.analysis.seeds import seed_groups
-
-    sds = []
-    for members in seed_groups(rows).values():
-        vals = [v for r in members if (v := y.get(r)) is not None]
-        if len(vals) >= 2:
-            sds.append(statistics.stdev(vals))
-    return statistics.median(sds) if sds else None
+def _seed_sd(frame: pd.DataFrame, y: Quantity) -> float | None:
+    """The median run-to-run standard deviation of ``y`` over the configurations with ≥ 2 seeds."""
+    sds = frame.groupby("config")[y.key].std().dropna()
+    return float(sds.median()) if len(sds) else None
 
 
 def _log10(v: float | None) -> float | None:
@@ -92,41 +117,43 @@ def _log10(v: float | None) -> float | None:
 
 def _fmt_effect(effect, unit: str, scale: float = 1.0) -> str:
     unit = f" {unit}" if unit else ""
-    return f"{effect.estimate * scale:+.3g}{unit}, interval [{effect.lo * scale:+.3g}, {effect.hi * scale:+.3g}]"
+    lo, hi = sorted((effect.lo * scale, effect.hi * scale))  # a negative scale (a loss's sign) swaps the ends
+    return f"{effect.estimate * scale:+.3g}{unit}, interval [{lo:+.3g}, {hi:+.3g}]"
 
 
 def monotone_in_total(rows: list[dict], y: Quantity, *, increasing: bool, what: str,
                       level: float = LEVEL) -> Statement:
-    """Within each line (active size, variant), does y move one way as total parameters grow?
+    """Within each line (budget, active size, lr, init std), does y move one way as total parameters grow?
 
-    The effect is the pooled within-line slope of y on log10(total parameters). *Yes* needs that
-    slope's interval on the claimed side and every line's own slope pointing the same way; *no*
-    when the pooled slope, or one line's slope (Bonferroni over the lines), is significantly the
-    other way; else *inconclusive*.
+    The effect is the pooled within-line slope of y on log10(total parameters), every seed a point
+    on its line (one intercept per line). *Yes* needs that slope's interval on the claimed side and
+    every line's own slope — fitted to all its seeds' points, so their scatter is its noise —
+    pointing the same way; *no* when the pooled slope, or one line's slope (Bonferroni over the
+    lines), is significantly the other way; else *inconclusive*.
     """
     claim = f"{what} {'rises' if increasing else 'falls'} with total parameters at every active size"
     if (const := _constant(rows, y)) is not None:
         return Statement(claim, const.answer, const.detail)
-    lines = []
-    for key, members in _line_groups(rows).items():
-        pts = [(x, v, y.se(r)) for r in members if (x := _log10(TOTAL.get(r))) is not None
-               and (v := y.get(r)) is not None]
-        if len({p[0] for p in pts}) >= 2:
-            lines.append((_group_name(key, members, rows), pts))
-    flat = [(name, p) for name, pts in lines for p in pts]
-    pooled = slope_test([p[0] for _, p in flat], [p[1] for _, p in flat], [n for n, _ in flat], [p[2] for _, p in flat],
-                        level=level)
+    frame, se = _frame(rows, y), se_column(y)
+    lines = [(_group_name(_key(key), [rows[i] for i in line.index], rows), line)
+             for key, line in frame.groupby(list(LINE_AXES), dropna=False, sort=False)
+             if line["log_total"].nunique() >= 2]
+    used = pd.concat([line.assign(line=i) for i, (_, line) in enumerate(lines)]) if lines else frame.iloc[:0]
+    pooled = slope_test(used["log_total"].tolist(), used[y.key].tolist(), used["line"].tolist(),
+                        used[se].tolist(), level=level) if lines else None
     if pooled is None:
         return Statement(claim, NA, "needs lines of models that differ in total parameters, with more models than "
                                     "lines plus one")
     per_line = bonferroni(len(lines), level)
     sign = 1 if increasing else -1
     parts, against, same_way = [], False, True
-    _, scale = _unit(y)  # each line's slope in the pooled slope's unit (points, not fractions)
-    for name, pts in lines:
-        effect = slope_test([p[0] for p in pts], [p[1] for p in pts], None, [p[2] for p in pts], level=per_line)
+    unit, scale = _unit(y)  # each line's slope in the pooled slope's unit (points, not fractions)
+    for name, line in lines:
+        x_N, y_N = line["log_total"].to_numpy(), line[y.key].to_numpy()
+        effect = slope_test(x_N, y_N, None, line[se].tolist(), level=per_line)
         if effect is None:  # two models: the sign alone
-            slope = (pts[-1][1] - pts[0][1]) / (pts[-1][0] - pts[0][0]) if pts[-1][0] != pts[0][0] else 0.0
+            lo, hi = np.argmin(x_N), np.argmax(x_N)
+            slope = (y_N[hi] - y_N[lo]) / (x_N[hi] - x_N[lo])
             same_way &= sign * slope > 0
             parts.append(f"{name}: {slope * scale:+.3g}")
             continue
@@ -138,54 +165,103 @@ def monotone_in_total(rows: list[dict], y: Quantity, *, increasing: bool, what: 
         verdict = NO
     elif verdict == YES and not same_way:
         verdict = INCONCLUSIVE
-    unit, scale = _unit(y)
+    seeds = _seeds_used(used)
+    how = "" if seeds.startswith("one") else f"; {seeds} (each seed a point on its line, one intercept per line)"
     detail = (f"pooled within-line slope {_fmt_effect(pooled, f'{unit} per 10× total parameters', scale)} over "
-              f"{pooled.n} models; per line: " + "; ".join(parts[:6]) + (" …" if len(parts) > 6 else ""))
+              f"{pooled.n} models in {len(lines)} lines{how}; per line: " + "; ".join(parts[:6])
+              + (" …" if len(parts) > 6 else ""))
     if verdict == INCONCLUSIVE:
         detail += "; " + power_note(pooled, level, f"{unit} per 10× total parameters", scale=scale)
     return Statement(claim, verdict, detail)
 
 
-def best_at_largest(rows: list[dict], y: Quantity, *, what: str, level: float = LEVEL) -> Statement:
-    """Per line: is the largest model better than the best of the others, beyond the noise?
+def _config_table(line: pd.DataFrame, y: Quantity, sign: int) -> pd.DataFrame:
+    """Per configuration of one line: total parameters, mean / sd / count of sign·y over its seeds,
+    and the mean squared standard error over items (NaN when a seed has no interval)."""
+    line = line.assign(signed=sign * line[y.key], item_var=line[se_column(y)] ** 2)
+    return line.groupby("config").agg(total=(TOTAL.key, "mean"), mean=("signed", "mean"), sd=("signed", "std"),
+                                      n=("signed", "count"), label=("label", "first"),
+                                      item_var=("item_var", lambda v: v.mean(skipna=False)))
 
-    The difference's interval uses both models' standard errors (items), plus the seed spread
-    where the study has seeds, at a Bonferroni-corrected level over the lines.
+
+def _mean_se(c: pd.Series, seed_sd: float) -> float | None:
+    """A configuration mean's standard error where Welch cannot be used: one seed, today's rule —
+    its interval over items plus the study's median seed sd; several, their own sd (floored by the
+    items') over √n."""
+    item = None if pd.isna(c["item_var"]) else math.sqrt(c["item_var"])
+    if c["n"] < 2:
+        return None if item is None else math.hypot(item, seed_sd)
+    return max(c["sd"], item or 0.0) / math.sqrt(c["n"])
+
+
+def largest_vs_best_other(line: pd.DataFrame, y: Quantity, *, seed_sd: float = 0.0,
+                          level: float = LEVEL) -> tuple[pd.Series, pd.Series, Effect | None, str]:
+    """One line's comparison: (largest configuration, best other, effect of sign·y, how).
+
+    ``line``: rows of :func:`_frame` on one line. Each configuration is its seed replicates; with
+    ≥ 2 seeds on both sides the effect is Welch's t interval on the seeds (df fractional, its se
+    floored by the items'), else the difference of means with the items' standard errors.
+    """
+    sign = 1 if y.higher_is_better else -1
+    configs = _config_table(line, y, sign)
+    largest = configs.sort_values(["total", "mean"]).iloc[-1]
+    others = configs[configs["total"] < largest["total"]]
+    rival = others.loc[others["mean"].idxmax()]
+    if largest["n"] >= 2 and rival["n"] >= 2:
+        values = line.assign(signed=sign * line[y.key]).groupby("config")["signed"]
+        item_var = largest["item_var"] / largest["n"] + rival["item_var"] / rival["n"]
+        effect = welch_test(values.get_group(largest.name), values.get_group(rival.name),
+                            item_se=None if pd.isna(item_var) else math.sqrt(item_var), level=level)
+        return largest, rival, effect, "Welch"
+    se_l, se_r = _mean_se(largest, seed_sd), _mean_se(rival, seed_sd)
+    effect = difference_test(largest["mean"], se_l, rival["mean"], se_r, level=level)
+    return largest, rival, effect, "items"
+
+
+def best_at_largest(rows: list[dict], y: Quantity, *, what: str, level: float = LEVEL) -> Statement:
+    """Per line: is the configuration with the most total parameters better than the best of the
+    others, beyond the noise? Seeds are replicates: with ≥ 2 seeds on both sides, Welch's t interval
+    on the seeds; with one seed, both models' standard errors over items plus the study's median
+    seed sd. Bonferroni over the lines.
     """
     claim = f"the best {what} of each active size is its model with the most total parameters"
     if (const := _constant(rows, y)) is not None:
         return Statement(claim, const.answer, const.detail)
-    seed_sd = _seed_sd(rows, y) or 0.0
-    lines = []
-    for key, members in _line_groups(rows).items():
-        pts = [(r, t, v) for r in members if (t := TOTAL.get(r)) and (v := y.get(r)) is not None]
-        if len({p[1] for p in pts}) >= 2:
-            lines.append((key, members, pts))
+    frame = _frame(rows, y)
+    seed_sd = _seed_sd(frame, y) or 0.0
+    lines = [(key, line) for key, line in frame.groupby(list(LINE_AXES), dropna=False, sort=False)
+             if line[TOTAL.key].nunique() >= 2]
     if not lines:
         return Statement(claim, NA, "no active size has two models with different total parameters")
     sign = 1 if y.higher_is_better else -1
     level = bonferroni(len(lines), level)
     unit, scale = _unit(y)
-    verdicts, parts, effects = [], [], []
-    for key, members, pts in lines:
-        largest = max(pts, key=lambda p: (p[1], sign * p[2]))
-        others = [p for p in pts if p[1] < largest[1]]
-        rival = max(others, key=lambda p: sign * p[2])
-        se_l, se_r = y.se(largest[0]), y.se(rival[0])
-        effect = difference_test(sign * largest[2], None if se_l is None else math.hypot(se_l, seed_sd),
-                                 sign * rival[2], None if se_r is None else math.hypot(se_r, seed_sd), level=level)
-        name = _group_name(key, members, rows)
+    verdicts, parts, effects, hows = [], [], [], set()
+    for key, line in lines:
+        largest, rival, effect, how = largest_vs_best_other(line, y, seed_sd=seed_sd, level=level)
+        name = _group_name(_key(key), [rows[i] for i in line.index], rows)
         if effect is None:
             verdicts.append(NA)
             parts.append(f"{name}: no interval")
             continue
+        hows.add(how)
         v = effect.verdict(positive=True)
         verdicts.append(v)
         effects.append(effect)
-        parts.append(f"{name}: largest {largest[0].get('label')} − best other {rival[0].get('label')} = "
+        seeds = "" if largest["n"] < 2 and rival["n"] < 2 else f" ({largest['n']} vs {rival['n']} seeds)"
+        parts.append(f"{name}: largest {largest['label']} − best other {rival['label']}{seeds} = "
                      f"{_fmt_effect(effect, unit, sign * scale)} → {v}")
     answer = combine(verdicts)
-    detail = "; ".join(parts[:6]) + (" …" if len(parts) > 6 else "")
+    used = pd.concat([line for _, line in lines])
+    seeds = _seeds_used(used)
+    if hows == {"Welch"}:
+        how = f"{seeds} (Welch t interval on the seeds)"
+    elif seeds.startswith("one"):
+        how = seeds + ": the models' intervals over items" + (", plus the median seed sd" if seed_sd else "")
+    else:
+        how = (f"{seeds} (Welch t interval where both sides have ≥ 2 seeds; against a single seed, the items' "
+               "intervals plus the median seed sd)")
+    detail = f"{how}; " + "; ".join(parts[:6]) + (" …" if len(parts) > 6 else "")
     if answer == INCONCLUSIVE and effects:  # the least precise line bounds what the study could see
         detail += "; " + power_note(max(effects, key=lambda e: e.se or 0), level, unit, scale=scale)
     return Statement(claim, answer, detail)
@@ -244,12 +320,13 @@ def active_at_equal_loss(rows: list[dict], y: Quantity, *, what: str, level: flo
 def gap_trend(rows: list[dict], x: str, y: Quantity, *, what: str, xname: str, level: float = LEVEL) -> Statement:
     """Does the gap grow with ``x`` (log scale) within each set of models that differ only in ``x``?"""
     claim = f"{what} grows with {xname}"
-    others = [c for c in ("budget", "d_model", "num_experts", "top_k", "lr", "init_std", "seed") if c != x]
+    # seeds are replicates: points of their set, not sets of their own
+    others = [c for c in ("budget", "d_model", "num_experts", "top_k", "lr", "init_std") if c != x]
     xs, ys, gs, ses = [], [], [], []
     for r in rows:
         if (xv := _log10(num(r.get(x)))) is not None and (v := y.get(r)) is not None:
             key = tuple(num(r.get(c)) for c in others) if x in ("lr", "init_std") else \
-                tuple(num(r.get(c)) for c in ("budget", "active_size", "lr", "init_std", "seed"))
+                tuple(num(r.get(c)) for c in LINE_AXES)
             xs.append(xv), ys.append(v), gs.append(key), ses.append(y.se(r))
     effect = slope_test(xs, ys, gs, ses, level=level)
     if effect is None:

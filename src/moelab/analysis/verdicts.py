@@ -32,7 +32,7 @@ def _q(p: float, df: int) -> float:
     return float(t.ppf(p, df)) if df > 0 else float(norm.ppf(p))
 
 
-def detectable(se: float | None, df: int = 0, level: float = LEVEL, power: float = POWER) -> float | None:
+def detectable(se: float | None, df: float = 0, level: float = LEVEL, power: float = POWER) -> float | None:
     """The smallest |effect| a two-sided test at ``level`` detects with probability ``power``.
 
     A normal effect (``df`` 0) is a one-sample z test with one observation of sd ``se``; a t effect
