@@ -20,6 +20,7 @@ def test_second_call_reads_the_cache_and_gives_the_same_streams(tmp_path, monkey
     for s in (first, second):
         np.testing.assert_array_equal(s.train, fresh.train)
         np.testing.assert_array_equal(s.val, fresh.val)
+        np.testing.assert_array_equal(s.train_doc_starts, fresh.train_doc_starts)  # the boundaries come back
         assert s.sources == fresh.sources
     assert len(list((tmp_path / "streams").iterdir())) == 1
     other = cfg.model_copy(update={"val_fraction": 0.1})  # another config: another entry, built

@@ -171,3 +171,72 @@ def test_val_batches_are_fixed_and_spread():
     assert starts[0] == 0 and starts[-1] == 990 and len(set(starts)) == 12
     few = val_batches(np.arange(31, dtype=np.int32), seq_len=10, n=4, batch_size=2)
     assert [x.shape[0] for x, _ in few] == [2, 1]  # only 3 windows exist
+
+
+# ------------------------------------------------------------------ per-epoch document order
+
+
+def _docs_stream(lengths, seed=0):
+    """A stream of documents [bos=1000+i, i, i, …] of the given lengths, and their offsets."""
+    from moelab.data.corpus import doc_starts
+
+    docs = [np.array([1000 + i] + [i] * (n - 1), dtype=np.int32) for i, n in enumerate(lengths)]
+    return np.concatenate(docs), doc_starts(lengths)
+
+
+def _epoch_windows(batches, epoch, steps_per_epoch):
+    return torch.cat([batches.batch(epoch * steps_per_epoch + s)[0] for s in range(steps_per_epoch)])
+
+
+def test_per_epoch_order_relays_documents_and_keeps_them_whole():
+    lengths = np.random.default_rng(0).integers(3, 12, size=60)
+    tokens, starts = _docs_stream(lengths)
+    seq, batch = 8, 4
+    batches = PackedBatches(tokens, seq, batch, seed=5, doc_starts=starts)
+    steps = batches.num_sequences // batch
+    epoch0, epoch1 = batches._stream(0), batches._stream(1)
+    # each epoch's stream holds every document once, whole, in an order of its own
+    for stream in (epoch0, epoch1):
+        assert sorted(stream.tolist()) == sorted(tokens.tolist())
+        firsts = [int(t) - 1000 for t in stream if t >= 1000]
+        assert sorted(firsts) == list(range(60))
+        at = 0
+        for i in firsts:  # document i starts at `at` and is lengths[i] long
+            assert stream[at] == 1000 + i and (stream[at + 1: at + lengths[i]] == i).all()
+            at += lengths[i]
+    assert not np.array_equal(epoch0, epoch1) and not np.array_equal(epoch0, tokens)
+    # the windows of two epochs differ in content, not only in order: neighbours change
+    w0 = {tuple(r) for r in _epoch_windows(batches, 0, steps).tolist()}
+    w1 = {tuple(r) for r in _epoch_windows(batches, 1, steps).tolist()}
+    assert len(w0 & w1) < len(w0) // 4
+    # the data position is still the step alone: a resumed run sees the same batches
+    again = PackedBatches(tokens, seq, batch, seed=5, doc_starts=starts)
+    for step in (0, steps - 1, steps, 3 * steps + 1):
+        assert torch.equal(again.batch(step)[0], batches.batch(step)[0])
+        x, y = batches.batch(step)
+        assert torch.equal(x[:, 1:], y[:, :-1])
+
+
+def test_fixed_order_is_the_old_packing():
+    tokens, starts = _docs_stream([5, 7, 9, 4, 6] * 10)
+    fixed = PackedBatches(tokens, 8, 4, seed=2)
+    for step in range(12):  # without offsets, every epoch cuts the same windows (before 2026-12-07)
+        assert torch.equal(fixed.batch(step)[0], _windows_of(tokens, fixed, step))
+
+
+def _windows_of(tokens, batches, step):
+    positions = step * batches.batch_size + np.arange(batches.batch_size)
+    epochs, within = np.divmod(positions, batches.num_sequences)
+    rows = [np.random.default_rng([batches.seed, int(e)]).permutation(batches.num_sequences)[w]
+            for e, w in zip(epochs, within)]
+    return torch.tensor(np.stack([tokens[r * 8: r * 8 + 8] for r in rows]).astype(np.int64))
+
+
+def test_document_order_default_and_legacy_configs():
+    assert DataConfig().document_order == "per_epoch"
+    saved_before = {"world": {}, "sources": [{"kind": "world"}], "tokenizer": None, "vocab_size": 512,
+                    "seq_len": 128, "val_fraction": 0.05}  # every field of a config saved before 2026-12-07
+    assert DataConfig(**saved_before).document_order == "fixed"
+    assert DataConfig(seq_len=64).document_order == "per_epoch"  # a config a person writes
+    with pytest.raises(Exception, match="document_order"):
+        DataConfig(document_order="sometimes")

@@ -5,7 +5,8 @@ Typical use (what the trainer does)::
     world = build_world(cfg.data.world)
     tok = build_tokenizer(cfg.data, world)          # or load_tokenizer(run_dir / "tokenizer")
     streams = build_streams(cfg.data, tok, world)
-    batches = PackedBatches(streams.train, cfg.data.seq_len, cfg.train.batch_size, cfg.train.seed)
+    batches = PackedBatches(streams.train, cfg.data.seq_len, cfg.train.batch_size, cfg.train.seed,
+                            doc_starts=streams.train_doc_starts)   # data.document_order: per_epoch
     inputs_BT, targets_BT = batches.batch(step)
     val = streams.val_batches(cfg.train.eval_batches, cfg.train.batch_size)
 """

@@ -271,6 +271,7 @@ class TokenStreams:
     val: np.ndarray
     seq_len: int | None = None  # the data config's seq_len, for val_batches
     sources: list[dict] = field(default_factory=list)  # per source: label, weight, docs and tokens
+    train_doc_starts: np.ndarray | None = None  # [D] offset of each training document in ``train``
 
     def val_batches(self, n: int, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         assert self.seq_len is not None, "TokenStreams built without seq_len"
@@ -310,7 +311,15 @@ def build_streams(data_cfg: DataConfig, tokenizer, world: World | None = None) -
         })
     order = np.random.default_rng(_stable_seed("moelab-mix")).permutation(len(train_parts))
     train = _concat([train_parts[j] for j in order])
-    return TokenStreams(train=train, val=_concat(val_parts), seq_len=data_cfg.seq_len, sources=info)
+    starts = doc_starts([len(train_parts[j]) for j in order])
+    return TokenStreams(train=train, val=_concat(val_parts), seq_len=data_cfg.seq_len, sources=info,
+                        train_doc_starts=starts)
+
+
+def doc_starts(lengths) -> np.ndarray:
+    """[D] offsets of documents of these lengths laid back to back."""
+    lengths_D = np.asarray(lengths, dtype=np.int64)
+    return np.concatenate([[0], np.cumsum(lengths_D)[:-1]]) if len(lengths_D) else np.zeros(0, dtype=np.int64)
 
 
 def tokenizer_texts(data_cfg: DataConfig, world: World | None = None, max_chars: int = 50_000_000) -> list[str]:
@@ -347,13 +356,25 @@ class PackedBatches:
     batch ``step`` takes the windows at positions ``step*B .. step*B+B-1`` of that endless
     sequence of epochs. The data position is therefore just the step: resuming at step s
     reproduces exactly the batches an uninterrupted run would have seen.
+
+    With ``doc_starts`` (the documents' offsets: ``data.document_order: per_epoch``) every epoch
+    first lays the documents out in an order of its own (seeded by (seed, epoch)) and cuts its
+    windows from that: a document meets other neighbours and other window boundaries each epoch,
+    so the only thing to learn from many epochs is the documents themselves, not the stream.
+    Without it, every epoch cuts the same windows from the one stream (``fixed``, moelab before
+    2026-12-07). The epoch's stream is a permuted copy (a gather), kept for the last two epochs.
     """
 
-    def __init__(self, tokens: np.ndarray, seq_len: int, batch_size: int, seed: int = 0):
+    def __init__(self, tokens: np.ndarray, seq_len: int, batch_size: int, seed: int = 0,
+                 doc_starts: np.ndarray | None = None):
         self.tokens = np.asarray(tokens)
         self.seq_len, self.batch_size, self.seed = seq_len, batch_size, seed
         self.num_sequences = max(len(self.tokens) - 1, 0) // seq_len
         self._orders: dict[int, np.ndarray] = {}
+        self._streams: dict[int, np.ndarray] = {}
+        self.doc_starts = None if doc_starts is None else np.asarray(doc_starts, dtype=np.int64)
+        if self.doc_starts is not None:
+            self.doc_lengths = np.diff(np.append(self.doc_starts, len(self.tokens)))
         if self.num_sequences < batch_size:
             raise UserError(
                 f"the training stream has {len(self.tokens)} tokens, {self.num_sequences} sequences of "
@@ -380,7 +401,22 @@ class PackedBatches:
         positions = step * self.batch_size + rank * share + np.arange(share)
         epochs, within = np.divmod(positions, self.num_sequences)
         windows_B = np.array([self._order(int(e))[w] for e, w in zip(epochs, within)])
-        return _windows(self.tokens, windows_B, self.seq_len)
+        if self.doc_starts is None:
+            return _windows(self.tokens, windows_B, self.seq_len)
+        parts = [_windows(self._stream(int(e)), windows_B[epochs == e], self.seq_len) for e in np.unique(epochs)]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+    def _stream(self, epoch: int) -> np.ndarray:
+        """The training documents laid out in epoch ``epoch``'s own order (see the class docstring)."""
+        if epoch not in self._streams:
+            if len(self._streams) >= 2:
+                self._streams.pop(min(self._streams))
+            perm_D = np.random.default_rng([self.seed, epoch, 1]).permutation(len(self.doc_starts))
+            lengths_D = self.doc_lengths[perm_D]
+            # token t of the new stream = old offset of its document + its place inside the document
+            shift_D = self.doc_starts[perm_D] - doc_starts(lengths_D)
+            self._streams[epoch] = self.tokens[np.repeat(shift_D, lengths_D) + np.arange(len(self.tokens))]
+        return self._streams[epoch]
 
     def val_batches(self, n: int, batch_size: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """``val_batches`` over this stream (useful when it is a validation stream)."""

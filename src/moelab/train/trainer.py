@@ -144,7 +144,9 @@ def _prepare(cfg: RunConfig, run_dir: Path, saved: RunConfig | None, dist: Dist)
     # Tokenized once per (data config, tokenizer) and cached: the runs of a sweep share it (moelab.data.cache)
     streams = cached_streams(cfg.data, tok, world)
     total = _total_steps(t, tokens_per_step, len(streams.train))
-    batches = PackedBatches(streams.train, seq_len, batch, t.seed)
+    # data.document_order per_epoch: documents re-laid out every epoch (moelab.data.corpus.PackedBatches)
+    starts = streams.train_doc_starts if cfg.data.document_order == "per_epoch" else None
+    batches = PackedBatches(streams.train, seq_len, batch, t.seed, doc_starts=starts)
     # Fixed windows spread over the validation stream: comparable across steps and runs.
     val_batches = streams.val_batches(t.eval_batches, batch)
     return _Setup(eff, tok, batches, val_batches, total, tokens_per_step)
