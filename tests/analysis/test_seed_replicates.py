@@ -256,3 +256,27 @@ def test_mixed_seed_counts_and_an_imported_model_without_seed_or_lr():
         assert len([c for c in ax.containers if isinstance(c, ErrorbarContainer)]) == 2
     finally:
         plt.close(fig)
+
+
+# ---------------------------------------------------------------- claim 1's premise: memorisable tokens
+
+
+def test_memorisable_loss_gets_its_row_figure_and_seed_spread_only_when_measured(tmp_path):
+    from moelab.analysis.data import MEMO_LOSS, present
+    from moelab.analysis.seeds import seed_quantities
+    from moelab.analysis.summary import summarize
+
+    rng = np.random.default_rng(3)
+    rows = seeded_study(rng)
+    assert not present(normalise(rows), MEMO_LOSS)
+    claims = [s.claim for s in summarize(normalise(rows), ["knowledge"], {})]
+    assert not any("memorisable" in c for c in claims)  # older evaluations: no row, no failure
+    for r in rows:  # planted: the facts' own tokens get easier with total parameters, seeds scatter
+        r["pretrain_loss_memorisable"] = 0.8 - 0.2 * (math.log10(r["total_params"]) - 5.5) + rng.normal(0, 0.01)
+    rows = normalise(rows)
+    [row] = [s for s in summarize(rows, ["knowledge"], {}) if "memorisable" in s.claim]
+    assert row.claim == "pretraining loss on memorisable tokens falls with total parameters at every active size"
+    assert row.answer == stats.YES, row.detail
+    assert MEMO_LOSS.key in [q.key for q in seed_quantities(rows, ["knowledge"])]
+    fig = series_figure(rows, TOTAL, MEMO_LOSS, tmp_path, "memo", title="t", style=Style(rows))
+    assert "mean ± sd over 5 seeds per configuration" in fig.caption

@@ -31,7 +31,7 @@ from moelab.errors import UserError, one_line
 # Statuses a row can have; ``missing`` means planned but absent from the results.
 STATUSES = ("done", "running", "pending", "failed", "diverged", "infeasible", "missing")
 SPLIT_METRICS = ("task_loss", "task_loss_bpb", "task_loss_mean", "accuracy", "exact_match", "acc_norm",
-                 "acc_bytes", "num_items", "num_truncated", "task_loss_lo", "task_loss_hi", "accuracy_lo", "accuracy_hi")
+                 "acc_bytes", "digit_accuracy", "num_items", "num_truncated", "task_loss_lo", "task_loss_hi", "accuracy_lo", "accuracy_hi")
 GAP_METRICS = ("task_loss_gap", "accuracy_gap")
 # Which split is the headline of a task: held-out items first (what generalises), then any test split.
 HEADLINE_SPLITS = ("heldout", "test", "validation", "val", "train")
@@ -350,6 +350,15 @@ LR = column("lr", "peak learning rate", log=True)
 INIT_STD = column("init_std", "init std", log=True)
 TRAIN_LOSS = column("train_loss", "train loss (nats/token)", higher_is_better=False)
 VAL_LOSS = column("val_loss", "validation loss (nats/token)", higher_is_better=False)
+# Claim 1's premise where capacity binds (moelab.eval.memorisable): the facts' own tokens, and the rest.
+MEMO_LOSS = column("pretrain_loss_memorisable", "pretraining loss on memorisable tokens (nats/token)",
+                   higher_is_better=False)
+OTHER_LOSS = column("pretrain_loss_other", "pretraining loss on the other tokens (nats/token)", higher_is_better=False)
+
+
+def present(rows: list[dict], quantity: "Quantity") -> bool:
+    """Whether any row has a value of ``quantity`` (older evaluations lack the newer metrics)."""
+    return any(quantity.get(r) is not None for r in rows)
 
 
 def pretrain_gap() -> Quantity:
@@ -388,6 +397,13 @@ def accuracy_of(task: str, rows: list[dict], split: str | None = None) -> Quanti
     return Quantity(f"accuracy/{task}/{split}", f"{task} accuracy, {split} (fraction correct)",
                     lambda r: eval_value(r, "accuracy", task, split), higher_is_better=True,
                     interval=lambda r: accuracy_interval(r, task, split))
+
+
+def digit_accuracy_of(task: str, rows: list[dict], split: str | None = None) -> Quantity:
+    """Per-digit accuracy (whole-number answers): the continuous companion of exact match."""
+    split = split or headline_split(rows, task)
+    return Quantity(f"digit_accuracy/{task}/{split}", f"{task} per-digit accuracy, {split} (fraction)",
+                    lambda r: eval_value(r, "digit_accuracy", task, split), higher_is_better=True)
 
 
 def task_gap_of(task: str) -> Quantity:

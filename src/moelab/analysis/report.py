@@ -120,6 +120,12 @@ def _pretraining(rows, style, out) -> Section:
             series_figure(done, D.TOTAL, D.VAL_LOSS, out, "pretrain-val-loss-vs-total", style=style,
                           title="Validation loss against total parameters",
                           caption="Held-out pretraining text; one line per active size.")]
+    for y, tag, what in ((D.MEMO_LOSS, "memorisable", "the facts' own tokens (attribute values in biographies, "
+                          "answers of QA pairs)"), (D.OTHER_LOSS, "other", "every other token of the corpus")):
+        if D.present(done, y):  # claim 1's premise where capacity binds (moelab.eval.memorisable)
+            figs.append(series_figure(done, D.TOTAL, y, out, f"pretrain-{tag}-loss-vs-total", style=style,
+                                      title=f"Pretraining loss on {tag} tokens against total parameters",
+                                      caption=f"Training-corpus sample; {what}."))
     return Section("Pretraining loss", intro=_no_train_log_note(rows), figures=figs)
 
 

@@ -14,7 +14,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from moelab.analysis.data import VAL_LOSS, Quantity, accuracy_of, completed, task_loss_of
+from moelab.analysis.data import (MEMO_LOSS, VAL_LOSS, Quantity, accuracy_of, completed, digit_accuracy_of, present,
+                                  task_loss_of)
 from moelab.analysis.table import table
 
 __all__ = ["CONFIG_AXES", "config_ids", "seed_groups", "seed_quantities", "seeded_frame", "config_stats", "spread_rows",
@@ -56,9 +57,10 @@ def seed_groups(rows: list[dict]) -> dict[tuple, list[dict]]:
 
 
 def seed_quantities(rows: list[dict], families: list[str]) -> list[Quantity]:
-    out = [VAL_LOSS]
+    out = [VAL_LOSS] + [q for q in (MEMO_LOSS,) if present(rows, q)]
     for fam in families:
         out += [task_loss_of(fam, rows), accuracy_of(fam, rows)]
+        out += [q for q in (digit_accuracy_of(fam, rows),) if present(rows, q)]
     return out
 
 

@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 
 from moelab.accounting import human_count
-from moelab.analysis.data import (STATUSES, TOTAL, TRAIN_LOSS, VAL_LOSS, Quantity, accuracy_of, budget_symbol,
-                                  completed, num, task_gap_of, task_loss_of)
+from moelab.analysis.data import (MEMO_LOSS, STATUSES, TOTAL, TRAIN_LOSS, VAL_LOSS, Quantity, accuracy_of, budget_symbol,
+                                  completed, num, present, task_gap_of, task_loss_of)
 from moelab.analysis.figures import fmt_si
 from moelab.analysis.seeds import CONFIG_AXES, config_ids
 from moelab.analysis.table import se_column, table
@@ -396,6 +396,9 @@ def summarize(rows: list[dict], families: list[str], optima: dict, *, prepost: d
     done = completed(rows)
     tests = [bind(monotone_in_total, done, TRAIN_LOSS, increasing=False, what="pretraining train loss"),
              bind(monotone_in_total, done, VAL_LOSS, increasing=False, what="validation loss")]
+    if present(done, MEMO_LOSS):  # claim 1's premise where capacity binds: the facts' own tokens
+        tests.append(bind(monotone_in_total, done, MEMO_LOSS, increasing=False,
+                          what="pretraining loss on memorisable tokens"))
     for fam in families:
         acc, loss = accuracy_of(fam, rows), task_loss_of(fam, rows)
         gap = task_gap_of(fam)
