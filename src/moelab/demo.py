@@ -64,6 +64,7 @@ def run_demo(preset: str, out: Path, *, progress: bool = True) -> dict:
     from moelab.analysis.report import write_demo_report
 
     report_html = write_demo_report(rows, out / "report.html", title=f"moelab demo — study '{study.name}'")
+    _print_seed_table([r for r in rows if r.get("status") == "done"])
     console.print(f"demo finished in {time.time() - started:.0f} s")
     return {"results_csv": str(results_csv), "report_html": str(report_html), "rows": rows}
 
@@ -109,6 +110,44 @@ def _headline(summary: dict, evaluation: dict) -> str:
                 ci = f" [{lo:.0%}, {hi:.0%}]" if lo is not None and hi is not None else ""
                 parts.append(f"{family} {split} {acc:.0%}{ci}")
     return " | ".join(parts) + " (accuracy, 95 % interval over items)"
+
+
+SEED_TABLE = (("val_loss", "val loss", 1, ".3f"), ("accuracy/knowledge/train", "facts recalled %", 100, ".0f"),
+              ("accuracy/reasoning/heldout", "held-out reasoning %", 100, ".0f"),
+              ("digit_accuracy/reasoning/heldout", "per-digit %", 100, ".0f"))
+
+
+def seed_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: each model's mean ± sample sd over its seeds (the README's demo table)."""
+    import statistics
+
+    by_model: dict[str, list[dict]] = {}
+    for r in rows:
+        by_model.setdefault(r["name"], []).append(r)
+    body = []
+    for name, group in by_model.items():
+        line = [name, str(len(group))]
+        for key, _, scale, spec in SEED_TABLE:
+            values = [r[key] * scale for r in group if isinstance(r.get(key), (int, float))]
+            if not values:
+                line.append("–")
+                continue
+            sd = f" ± {statistics.stdev(values):{spec}}" if len(values) > 1 else ""
+            line.append(f"{statistics.fmean(values):{spec}}{sd}")
+        body.append(line)
+    return ["model", "seeds", *(label for _, label, _, _ in SEED_TABLE)], body
+
+
+def _print_seed_table(rows: list[dict]) -> None:
+    from rich.table import Table
+
+    header, body = seed_table(rows)
+    table = Table(title="mean ± sd over seeds (accuracy: 300 items per split)")
+    for col in header:
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for line in body:
+        table.add_row(*line)
+    console.print(table)
 
 
 def _flat_train(summary: dict) -> dict:

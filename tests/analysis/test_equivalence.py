@@ -188,3 +188,40 @@ def test_the_report_reads_the_margins_from_the_study_file(tmp_path):
     (tmp_path / "study.yaml").write_text("name: s\nanalysis: {equivalence: {accuracy: 0}}\n")
     with pytest.raises(UserError):
         _margins(tmp_path)
+
+
+def test_top_k_equivalence_uses_the_seed_spread_not_only_the_items():
+    """A 19-point top-k difference inside a 38-point seed spread is not evidence of anything: the
+    item intervals alone (±1.4 points) would call it "not equivalent"."""
+    import math
+    import statistics
+
+    from moelab.analysis.data import accuracy_of
+    from moelab.analysis.equivalence import topk_little_effect
+
+    rng = np.random.default_rng(11)
+    rows = []
+    for e in (4, 16):
+        for k in (1, 2):
+            for sd in range(5):
+                acc = float(np.clip(rng.normal(0.6 - 0.19 * (k == 2), 0.38), 0, 1))
+                half = 1.96 * math.sqrt(max(acc * (1 - acc), 0.01) / 300)
+                rows.append({"run_id": f"r{e}{k}{sd}", "status": "done", "budget": 8e6, "d_model": 64,
+                             "num_experts": e, "top_k": k, "lr": 3e-3, "init_std": 0.02, "seed": sd,
+                             "total_params": 1e5 * e, "active_params": 1.5e5, "name": f"E{e}k{k}",
+                             "accuracy/reasoning/heldout": acc, "accuracy_lo/reasoning/heldout": acc - half,
+                             "accuracy_hi/reasoning/heldout": acc + half, "num_items/reasoning/heldout": 300})
+    rows = normalise(rows)
+    q = accuracy_of("reasoning", rows)
+    s = topk_little_effect(rows, q, 0.05, what="reasoning accuracy", level=0.95)
+    assert s.answer == stats.INCONCLUSIVE, s.detail
+    assert "5–5 seeds per configuration as replicates within each of 2 set(s)" in s.detail
+    # the standard error by hand: each set's seed variances over their counts, summed, over the sets
+    sets = [[[r["accuracy/reasoning/heldout"] for r in rows if r["num_experts"] == e and r["top_k"] == k]
+             for k in (2, 1)] for e in (4, 16)]
+    se = math.sqrt(sum(statistics.variance(a) / 5 + statistics.variance(b) / 5 for a, b in sets)) / 2
+    diff = statistics.fmean(statistics.fmean(a) - statistics.fmean(b) for a, b in sets)
+    from scipy.stats import t
+
+    half = t.ppf(0.975, 16) * se
+    assert f"[{(diff - half) * 100:+.3g}, {(diff + half) * 100:+.3g}]" in s.detail

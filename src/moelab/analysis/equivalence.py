@@ -3,7 +3,8 @@
 - **Top-k at fixed active parameters** (claim 4): models that differ only in top-k (same budget,
   active size, E, learning rate, init std). The effect is the mean, over such sets, of the
   difference between the largest and the smallest top-k measured, each configuration averaged over
-  its seeds (per-seed aggregates: the seeds are the replicates).
+  its seeds; with seeds in every configuration its standard error comes from each configuration's
+  own seed spread (the seeds are the replicates), floored by the items' standard error.
 - **GRPO and test-time compute keep the trend** (claims 5, 6): the paper's trends are read across
   total parameters, so "the ranking is kept" is tested as "the gain (after − before) does not
   depend on total parameters": the within-line slope of the gain on log10 total parameters (seeds
@@ -57,7 +58,7 @@ def topk_little_effect(rows: list[dict], y: Quantity, margin: float | None, *, w
     if not usable:
         return Statement(claim, NOT_ENOUGH, "no two models differ only in top-k (same budget, active size, E, "
                                             "learning rate, init std)")
-    hi_means, lo_means, item_vars, k_pairs = [], [], [], set()
+    hi_means, lo_means, item_vars, seed_vars, seed_dfs, k_pairs = [], [], [], [], [], set()
     for ks in usable:
         k_lo, k_hi = min(ks), max(ks)
         k_pairs.add(f"{k_lo:g}→{k_hi:g}")
@@ -67,10 +68,32 @@ def topk_little_effect(rows: list[dict], y: Quantity, margin: float | None, *, w
         ses = [s for _, s in a + b]
         item_vars.append(None if None in ses else
                          sum(s * s for _, s in a) / len(a) ** 2 + sum(s * s for _, s in b) / len(b) ** 2)
+        if len(a) >= 2 and len(b) >= 2:  # each configuration's own seed spread (it holds the item noise too)
+            seed_vars.append(statistics.variance([v for v, _ in a]) / len(a)
+                             + statistics.variance([v for v, _ in b]) / len(b))
+            seed_dfs.append(len(a) + len(b) - 2)
     diff = statistics.fmean(hi_means) - statistics.fmean(lo_means)
-    # Equivalence must hold against the replicates' spread and against the items' own noise: the
-    # verdict with the larger TOST p-value (the weaker evidence) is the one reported.
     candidates: list[tuple[str, Equivalence]] = []
+    if len(seed_vars) == len(usable):
+        # Seeds in every configuration: the difference of seed means, set by set, with each set's
+        # variance from its own seeds (a Welch-type standard error; df pooled over the sets). The
+        # items' standard error is its floor: seeds that agree by chance must not look exact.
+        # (Until 2026-12-07 11:00 this case also weighed the items' standard error alone, which
+        # ignores the seed spread: on paper-cpu's first seeded run it called reasoning accuracy
+        # "not equivalent" on a 19-point difference inside a 38-point seed sd.)
+        se_seeds = math.sqrt(sum(seed_vars)) / len(usable)
+        se_items = math.sqrt(sum(item_vars)) / len(usable) if None not in item_vars else 0.0
+        se = max(se_seeds, se_items)
+        how = (f"{min(seed_dfs) // 2 + 1}–{max(seed_dfs) // 2 + 1} seeds per configuration as replicates within "
+               f"each of {len(usable)} set(s)" + (" (the items' standard error, larger, as floor)"
+                                                    if se_items > se_seeds else ""))
+        eq = tost(diff, se, margin, df=sum(seed_dfs), n=sum(seed_dfs) + 2 * len(usable), level=level)
+        detail = (f"largest − smallest top-k ({', '.join(sorted(k_pairs))}) over {len(usable)} set(s); standard "
+                  f"error from {how}; " + eq.text(unit, scale=scale))
+        return Statement(claim, eq.answer, detail)
+    # One seed somewhere: equivalence must hold against the replicates' spread (sets as replicates)
+    # and against the items' own noise: the verdict with the larger TOST p-value (the weaker
+    # evidence) is the one reported.
     if len(usable) >= 2:
         candidates.append((f"paired over {len(usable)} sets of seed means (statsmodels ttost_paired)",
                            replicate_tost(hi_means, lo_means, margin, paired=True, level=level)))
