@@ -242,3 +242,37 @@ def test_calibration_dials_are_validated(bad, message):
 
     with pytest.raises(UserError, match=message):
         validate(WorldConfig, bad, "data.world")
+
+
+def test_a_difficulty_mixture_draws_every_length_and_keeps_splits_apart():
+    from moelab.config import WorldConfig
+    from moelab.data.arithmetic import AdditionDataset
+    from moelab.data.world import build_world
+
+    mixed = AdditionDataset(seed=3, size=300, digits=4, min_digits=2)
+    lengths = [mixed[i]["metadata"]["digits"] for i in range(300)]
+    assert set(lengths) == {2, 3, 4} and min(lengths.count(n) for n in (2, 3, 4)) > 60  # uniform per problem
+    for i in range(30):
+        entry = mixed[i]
+        assert all(len(str(v)) == entry["metadata"]["digits"] for v in entry["metadata"]["operands"])
+        assert entry == AdditionDataset(seed=3, size=300, digits=4, min_digits=2)[i]  # a pure function of (seed, index)
+    # a fixed difficulty draws exactly the items it drew before the mixture existed
+    assert AdditionDataset(seed=3, size=5, digits=3)[2]["question"] == AdditionDataset(seed=3, size=5, digits=3,
+                                                                                        min_digits=None)[2]["question"]
+    world = build_world(WorldConfig(num_people=20, reasoning_train_items=200, reasoning_eval_items=60,
+                                    knowledge_eval_items=10, addition_digits=4, addition_min_digits=2))
+    docs = set(world.documents())
+    heldout = world.tasks()["reasoning"].items("heldout")
+    assert heldout and not any(it.prompt + it.answer in docs for it in heldout)
+    assert {len(it.meta["entry"]["metadata"]["operands"][0].__str__()) for it in heldout} == {2, 3, 4}
+
+
+def test_a_bad_mixture_knob_stops_with_one_line(tmp_path):
+    study = tmp_path / "bad.yaml"
+    study.write_text("name: bad\ntokens: [1.0e+5]\ngrid: {d_model: [32], num_experts: [1], top_k: [1]}\nhead_dim: 16\n"
+                     "base: {data: {world: {addition_digits: 3, addition_min_digits: 5}}}\n")
+    res = subprocess.run([sys.executable, "-m", "moelab", "plan", str(study), "--no-probe"], capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "addition_min_digits=5 is above addition_digits=3" in lines[0]
