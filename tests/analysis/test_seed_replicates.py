@@ -274,7 +274,9 @@ def test_memorisable_loss_gets_its_row_figure_and_seed_spread_only_when_measured
     for r in rows:  # planted: the facts' own tokens get easier with total parameters, seeds scatter
         r["pretrain_loss_memorisable"] = 0.8 - 0.2 * (math.log10(r["total_params"]) - 5.5) + rng.normal(0, 0.01)
     rows = normalise(rows)
-    [row] = [s for s in summarize(rows, ["knowledge"], {}) if "memorisable" in s.claim]
+    statements = summarize(rows, ["knowledge"], {})
+    [row] = [s for s in statements if s.claim.startswith("pretraining loss on memorisable tokens")]
+    assert any(s.claim.startswith("pretrain_loss_memorisable differs between configurations") for s in statements)
     assert row.claim == "pretraining loss on memorisable tokens falls with total parameters at every active size"
     assert row.answer == stats.YES, row.detail
     assert MEMO_LOSS.key in [q.key for q in seed_quantities(rows, ["knowledge"])]
