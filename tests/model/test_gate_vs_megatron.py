@@ -72,7 +72,7 @@ def test_megatron_core_accepts_every_moe_run_of_the_cpu_preset_and_refuses_the_o
     import warnings
 
     runs = [r for r in plan(load_study_config("paper-cpu")) if r.feasible and r.config.model.num_experts > 1]
-    assert {r.config.model.top_k for r in runs} == {1, 2, 4}
+    assert {r.config.model.top_k for r in runs} == {1, 2}  # k = 4 left out on 2026-12-07 (5 seeds instead)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Megatron's own deprecation notes
         for run in runs:
