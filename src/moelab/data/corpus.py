@@ -382,12 +382,9 @@ class PackedBatches:
             )
 
     def _order(self, epoch: int) -> np.ndarray:
-        """The window order of one epoch (the last two are cached: a batch spans at most two)."""
-        if epoch not in self._orders:
-            if len(self._orders) >= 2:
-                self._orders.pop(min(self._orders))
-            self._orders[epoch] = np.random.default_rng([self.seed, epoch]).permutation(self.num_sequences)
-        return self._orders[epoch]
+        """The window order of one epoch."""
+        return _last_two(self._orders, epoch,
+                         lambda: np.random.default_rng([self.seed, epoch]).permutation(self.num_sequences))
 
     def epoch(self, step: int) -> float:
         """How many passes over the stream the batches before ``step`` make."""
@@ -408,19 +405,27 @@ class PackedBatches:
 
     def _stream(self, epoch: int) -> np.ndarray:
         """The training documents laid out in epoch ``epoch``'s own order (see the class docstring)."""
-        if epoch not in self._streams:
-            if len(self._streams) >= 2:
-                self._streams.pop(min(self._streams))
+        def relay() -> np.ndarray:
             perm_D = np.random.default_rng([self.seed, epoch, 1]).permutation(len(self.doc_starts))
             lengths_D = self.doc_lengths[perm_D]
             # token t of the new stream = old offset of its document + its place inside the document
             shift_D = self.doc_starts[perm_D] - doc_starts(lengths_D)
-            self._streams[epoch] = self.tokens[np.repeat(shift_D, lengths_D) + np.arange(len(self.tokens))]
-        return self._streams[epoch]
+            return self.tokens[np.repeat(shift_D, lengths_D) + np.arange(len(self.tokens))]
+
+        return _last_two(self._streams, epoch, relay)
 
     def val_batches(self, n: int, batch_size: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """``val_batches`` over this stream (useful when it is a validation stream)."""
         return val_batches(self.tokens, self.seq_len, n, batch_size or self.batch_size)
+
+
+def _last_two(cache: dict, epoch: int, make) -> np.ndarray:
+    """``cache[epoch]``, made on first use; only the last two epochs are kept (a batch spans at most two)."""
+    if epoch not in cache:
+        if len(cache) >= 2:
+            cache.pop(min(cache))
+        cache[epoch] = make()
+    return cache[epoch]
 
 
 def _windows(tokens: np.ndarray, windows_B: np.ndarray, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -113,11 +113,17 @@ def _read_json(path: Path) -> Any:
         return None
 
 
+def saved_plan_rows(out: Path) -> list[dict] | None:
+    """The runs of ``out/plan.json`` as written, or None when it is absent or unreadable."""
+    plan = _read_json(out / PLAN_FILE)
+    return plan["runs"] if isinstance(plan, dict) and isinstance(plan.get("runs"), list) else None
+
+
 def load_plan_rows(out: Path) -> list[dict]:
     """The planned runs of ``out``: ``plan.json`` if present, else a fresh plan of ``study.yaml``."""
-    plan = _read_json(out / PLAN_FILE)
-    if isinstance(plan, dict) and isinstance(plan.get("runs"), list):
-        return plan["runs"]
+    saved = saved_plan_rows(out)
+    if saved is not None:
+        return saved
     if (out / STUDY_FILE).is_file():
         from moelab.config import load_study_config
         from moelab.study.plan import plan as make_plan

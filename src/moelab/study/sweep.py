@@ -140,7 +140,7 @@ def sweep(study: StudyConfig, out: str | Path, *, executor: str = "local", worke
         if not _check_same_study(study, out):
             atomic_write_text(out / store.STUDY_FILE, dump_yaml(study))
         # Precisions are fixed here, once, and read back by every later invocation (study.precision_plan).
-        precisions = fix_precisions(feasible, recorded_precisions(_earlier_plan_rows(out)),
+        precisions = fix_precisions(feasible, recorded_precisions(store.saved_plan_rows(out) or []),
                                     lambda run_id: store.run_dir(out, run_id))
         atomic_write_json(out / store.PLAN_FILE, {"study": study.name, "runs": [
             store.plan_row(r) | precisions.get(r.run_id, {}) for r in runs]})
@@ -160,20 +160,6 @@ def sweep(study: StudyConfig, out: str | Path, *, executor: str = "local", worke
     if progress:
         _print_summary(result)
     return result
-
-
-def _earlier_plan_rows(out: Path) -> list:
-    """The runs of the ``plan.json`` an earlier invocation wrote in ``out`` (``[]`` if none or unreadable:
-    the precisions are then chosen again)."""
-    from moelab.jsonfile import json_problem
-
-    path = out / store.PLAN_FILE
-    if not path.is_file() or json_problem(path):
-        return []
-    import json
-
-    runs = json.loads(path.read_text(encoding="utf-8")).get("runs")
-    return runs if isinstance(runs, list) else []
 
 
 def _check_sources(feasible: list[PlannedRun], out: Path) -> None:
