@@ -23,6 +23,7 @@ from collections import defaultdict
 
 from moelab.analysis.data import TOTAL, Quantity, num
 from moelab.analysis.summary import Statement
+from moelab.analysis.table import se_column, table
 from moelab.analysis.verdicts import Equivalence, replicate_tost, tost
 from moelab.stats import LEVEL, NOT_ENOUGH, slope_test
 
@@ -50,28 +51,25 @@ def topk_little_effect(rows: list[dict], y: Quantity, margin: float | None, *, w
     claim = f"{what}: top-k has little effect at fixed active parameters (equivalence)"
     if margin is None:
         return _no_margin(claim, key)
-    sets: dict[tuple, dict[float, list[tuple[float, float | None]]]] = defaultdict(lambda: defaultdict(list))
-    for r in rows:
-        if (k := num(r.get("top_k"))) is not None and (v := y.get(r)) is not None:
-            sets[tuple(num(r.get(c)) for c in _SET_AXES)][k].append((v, y.se(r)))
-    usable = [ks for ks in sets.values() if len(ks) >= 2]
+    se = se_column(y)
+    frame = table(rows, columns=["top_k", *_SET_AXES], numeric=["top_k", *_SET_AXES], quantities=[y])
+    frame = frame.dropna(subset=["top_k", y.key])
+    usable = [s for _, s in frame.groupby(list(_SET_AXES), dropna=False, sort=False) if s["top_k"].nunique() >= 2]
     if not usable:
         return Statement(claim, NOT_ENOUGH, "no two models differ only in top-k (same budget, active size, E, "
                                             "learning rate, init std)")
-    hi_means, lo_means, item_vars, seed_vars, seed_dfs, k_pairs = [], [], [], [], [], set()
-    for ks in usable:
-        k_lo, k_hi = min(ks), max(ks)
-        k_pairs.add(f"{k_lo:g}→{k_hi:g}")
-        a, b = ks[k_hi], ks[k_lo]
-        hi_means.append(statistics.fmean(v for v, _ in a))
-        lo_means.append(statistics.fmean(v for v, _ in b))
-        ses = [s for _, s in a + b]
-        item_vars.append(None if None in ses else
-                         sum(s * s for _, s in a) / len(a) ** 2 + sum(s * s for _, s in b) / len(b) ** 2)
-        if len(a) >= 2 and len(b) >= 2:  # each configuration's own seed spread (it holds the item noise too)
-            seed_vars.append(statistics.variance([v for v, _ in a]) / len(a)
-                             + statistics.variance([v for v, _ in b]) / len(b))
-            seed_dfs.append(len(a) + len(b) - 2)
+    # Per set: the seeds of its largest and of its smallest top-k (each seed a replicate).
+    pairs = [(s[s["top_k"] == s["top_k"].max()], s[s["top_k"] == s["top_k"].min()]) for s in usable]
+    k_pairs = {f"{lo['top_k'].iat[0]:g}→{hi['top_k'].iat[0]:g}" for hi, lo in pairs}
+    hi_means = [float(hi[y.key].mean()) for hi, _ in pairs]
+    lo_means = [float(lo[y.key].mean()) for _, lo in pairs]
+    # the variance of the difference of means that the items' intervals alone imply (None: unknown)
+    item_vars = [None if hi[se].isna().any() or lo[se].isna().any() else
+                 float((hi[se] ** 2).sum() / len(hi) ** 2 + (lo[se] ** 2).sum() / len(lo) ** 2) for hi, lo in pairs]
+    # each configuration's own seed spread (it holds the item noise too); pandas var is the sample variance
+    seeded = [(hi, lo) for hi, lo in pairs if len(hi) >= 2 and len(lo) >= 2]
+    seed_vars = [float(hi[y.key].var() / len(hi) + lo[y.key].var() / len(lo)) for hi, lo in seeded]
+    seed_dfs = [len(hi) + len(lo) - 2 for hi, lo in seeded]
     diff = statistics.fmean(hi_means) - statistics.fmean(lo_means)
     candidates: list[tuple[str, Equivalence]] = []
     if len(seed_vars) == len(usable):
@@ -98,8 +96,8 @@ def topk_little_effect(rows: list[dict], y: Quantity, margin: float | None, *, w
         candidates.append((f"paired over {len(usable)} sets of seed means (statsmodels ttost_paired)",
                            replicate_tost(hi_means, lo_means, margin, paired=True, level=level)))
     else:
-        ks = usable[0]
-        a, b = [v for v, _ in ks[max(ks)]], [v for v, _ in ks[min(ks)]]
+        hi, lo = pairs[0]
+        a, b = hi[y.key].tolist(), lo[y.key].tolist()
         candidates.append((f"{len(a)} + {len(b)} seeds as replicates (statsmodels ttost_ind)",
                            replicate_tost(a, b, margin, paired=False, level=level)))
     if None not in item_vars:

@@ -318,22 +318,26 @@ def active_at_equal_loss(rows: list[dict], y: Quantity, *, what: str, level: flo
 
 
 def gap_trend(rows: list[dict], x: str, y: Quantity, *, what: str, xname: str, level: float = LEVEL) -> Statement:
-    """Does the gap grow with ``x`` (log scale) within each set of models that differ only in ``x``?"""
+    """Does the gap grow with ``x`` (log scale) within each set of models that differ only in ``x``?
+
+    The pooled within-set slope of y on log10(x), one intercept per set; seeds are points of their
+    set, not sets of their own. For ``lr`` and ``init_std`` a set is every other axis; for total
+    parameters it is a line (budget, active size, lr, init std).
+    """
     claim = f"{what} grows with {xname}"
-    # seeds are replicates: points of their set, not sets of their own
     others = [c for c in ("budget", "d_model", "num_experts", "top_k", "lr", "init_std") if c != x]
-    xs, ys, gs, ses = [], [], [], []
-    for r in rows:
-        if (xv := _log10(num(r.get(x)))) is not None and (v := y.get(r)) is not None:
-            key = tuple(num(r.get(c)) for c in others) if x in ("lr", "init_std") else \
-                tuple(num(r.get(c)) for c in LINE_AXES)
-            xs.append(xv), ys.append(v), gs.append(key), ses.append(y.se(r))
-    effect = slope_test(xs, ys, gs, ses, level=level)
+    set_axes = others if x in ("lr", "init_std") else list(LINE_AXES)
+    frame = table(rows, columns=[x, *set_axes], numeric=[x, *set_axes], quantities=[y])
+    frame = frame.assign(log_x=np.log10(frame[x].where(frame[x] > 0))).dropna(subset=["log_x", y.key])
+    sets_N = frame.groupby(set_axes, dropna=False, sort=False).ngroup()
+    effect = slope_test(frame["log_x"].tolist(), frame[y.key].tolist(), sets_N.tolist(),
+                        frame[se_column(y)].tolist(), level=level)
     if effect is None:
         return Statement(claim, NA, f"no set of models differs only in {xname}, with more models than sets plus one")
     unit, scale = _unit(y)
     answer = effect.verdict(positive=True)
-    detail = f"slope {_fmt_effect(effect, f'{unit} per 10× {xname}', scale)} over {effect.n} models in {len(set(gs))} sets"
+    detail = (f"slope {_fmt_effect(effect, f'{unit} per 10× {xname}', scale)} over {effect.n} models in "
+              f"{sets_N.nunique()} sets")
     if answer == INCONCLUSIVE:
         detail += "; " + power_note(effect, level, f"{unit} per 10× {xname}", scale=scale)
     return Statement(claim, answer, detail)
