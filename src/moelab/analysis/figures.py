@@ -416,26 +416,58 @@ def prepost_figure(pairs: list[tuple[dict, dict]], y_pre: Quantity, y_post: Quan
                    title: str, style: Style, x: Quantity, caption: str = "",
                    names: tuple[str, str] = ("pretrained", "post-trained"), ylabel: str | None = None) -> Figure:
     """Before (filled, solid) and after (open, dashed) — post-training, or greedy vs voting — against x,
-    one pair of lines per active size and variant."""
+    one pair of lines per active size and variant (lr, init std, budget; seeds are replicates, drawn as
+    their configuration's mean ± sd)."""
     pts = [(pre, post, xv, a, b) for pre, post in pairs
            if (xv := x.get(pre)) is not None and (a := y_pre.get(pre)) is not None and (b := y_post.get(post)) is not None]
     if len(pts) < 1:
         return skipped(key, title, "no model has both a pre- and a post-training value")
     fig, ax = _setup(title, x, ylabel or y_pre.label)
-    groups: dict = defaultdict(list)
-    for p in pts:  # one pair of lines per seed too: a line through several seeds at one x would zig-zag
-        groups[(num(p[0].get("active_size")), style.variant(p[0]), num(p[0].get("seed")))].append(p)
-    for members in groups.values():
-        members.sort(key=lambda p: p[2])
-        r0 = members[0][0]
-        xs = [p[2] for p in members]
-        ax.plot(xs, [p[3] for p in members], color=style.colour(r0), ls="-", lw=1.2, alpha=0.7)
-        ax.plot(xs, [p[4] for p in members], color=style.colour(r0), ls="--", lw=1.2, alpha=0.7)
-        for pre, post, xv, a, b in members:
-            error_bar(ax, pre, xv, a, y_pre, style.colour(pre))
-            error_bar(ax, post, xv, b, y_post, style.colour(pre))
-            ax.plot(xv, a, style.marker(pre), color=style.colour(pre), ms=6, mec="black", mew=0.4)
-            ax.plot(xv, b, style.marker(pre), mfc="white", mec=style.colour(pre), ms=6, mew=1.2)
+    # Seeds are replicates: a configuration with >= 2 seeds is one point per measurement (the seeds'
+    # mean, error bar their sample sd, the seeds faint behind it); one seed keeps its items' interval.
+    frame = table([p[0] for p in pts], columns=[*CONFIG_AXES, "seed"], numeric=[*CONFIG_AXES, "seed"])
+    frame = frame.assign(x=[p[2] for p in pts], a=[p[3] for p in pts], b=[p[4] for p in pts],
+                         config=config_ids(frame), row=range(len(pts)))
+    configs_C = frame.groupby("config").agg(x=("x", "mean"), a=("a", "mean"), a_sd=("a", "std"), b=("b", "mean"),
+                                            b_sd=("b", "std"), n=("a", "size"), row=("row", "first"))
+    seeded = bool(configs_C["n"].max() >= 2)
+
+    def line_of(r: dict) -> tuple:  # active size and the varying axes but the seed
+        return (num(r.get("active_size")),
+                *(v for axis, v in zip(style.axes, style.variant(r)) if axis != "seed"))
+
+    lines: dict = defaultdict(list)
+    for c in configs_C.itertuples():
+        lines[sort_key(line_of(pts[int(c.row)][0]))].append(c)
+    for members in lines.values():
+        members.sort(key=lambda c: c.x)
+        r0 = pts[int(members[0].row)][0]
+        colour = style.colour(r0)
+        xs = [c.x for c in members]
+        ax.plot(xs, [c.a for c in members], color=colour, ls="-", lw=1.2, alpha=0.7)
+        ax.plot(xs, [c.b for c in members], color=colour, ls="--", lw=1.2, alpha=0.7)
+        if style.axes:  # pre/post take the line styles: the variant (lr, init std) is written at the end
+            ax.annotate(style.variant_label(style.variant(r0)), (members[-1].x, members[-1].a), xytext=(6, 0),
+                        textcoords="offset points", fontsize=6, va="center", color=colour)
+        for c in members:
+            pre, post = pts[int(c.row)][0], pts[int(c.row)][1]
+            marker = style.marker(pre)
+            if c.n >= 2:
+                seeds = frame[frame["config"] == c.Index]
+                ax.plot(seeds["x"], seeds["a"], marker, color=colour, ls="none", ms=3.5, alpha=0.3, mew=0)
+                ax.plot(seeds["x"], seeds["b"], marker, mfc="none", mec=colour, ls="none", ms=3.5, alpha=0.3)
+                ax.errorbar([c.x, c.x], [c.a, c.b], yerr=[c.a_sd, c.b_sd], fmt="none", ecolor=colour,
+                            elinewidth=0.9, capsize=2.5, alpha=0.9)
+            elif not seeded:
+                error_bar(ax, pre, c.x, c.a, y_pre, colour)
+                error_bar(ax, post, c.x, c.b, y_post, colour)
+            ax.plot(c.x, c.a, marker, color=colour, ms=6, mec="black", mew=0.4)
+            ax.plot(c.x, c.b, marker, mfc="white", mec=colour, ms=6, mew=1.2)
+    if seeded:
+        n_lo, n_hi = int(configs_C["n"][configs_C["n"] >= 2].min()), int(configs_C["n"].max())
+        caption = (caption + " " if caption else "") + (
+            f"Points: mean ± sd over {n_hi if n_lo == n_hi else f'{n_lo}–{n_hi}'} seeds per configuration "
+            "(faint: the individual seeds).")
     ax.plot([], [], "k-", label=names[0])
     ax.plot([], [], "k--", label=names[1])
     _set_log(ax, x, [p[2] for p in pts])
