@@ -15,11 +15,12 @@ error its 95 % interval over items implies, NaN without one).
 
 The frame's index is the position in ``rows``, so ``rows[i]`` is the dict behind frame row ``i``.
 
-Who reads it: :mod:`moelab.analysis.summary` (``monotone_in_total``, ``best_at_largest``: seeds as
-replicates), :mod:`moelab.analysis.seeds` (the spread per configuration) and
-:mod:`moelab.analysis.figures` (``series_figure``'s seed means and sds). The other analysis modules
-(optimum, fits, equivalence, advise, extras, report, the remaining summary statements) still read
-dict rows with ``num()``.
+Who reads it: :mod:`moelab.analysis.summary` (``monotone_in_total``, ``best_at_largest``,
+``gap_trend``: seeds as replicates), :mod:`moelab.analysis.equivalence` (``topk_little_effect``),
+:mod:`moelab.analysis.seeds` (the spread per configuration) and :mod:`moelab.analysis.figures`
+(``series_figure``'s and ``prepost_figure``'s seed means and sds). The other analysis modules
+(optimum, fits, advise, extras, report, ``gain_trend_kept`` and the remaining summary statements)
+still read dict rows with ``num()``.
 """
 
 from __future__ import annotations
