@@ -60,3 +60,18 @@ def test_one_seed_keeps_one_point_per_model(tmp_path, drawn):
     assert "seeds" not in fig.caption
     solid = [ln for ln in drawn[0] if ln[2] == "-" and len(ln[0]) == 2]
     assert len(solid) == 1 and solid[0][1] == pytest.approx([0.6, 0.2])
+
+
+def test_grpo_reward_with_seeds_is_one_mean_line_per_configuration(tmp_path, drawn):
+    from moelab.analysis.figures import reward_figure
+
+    curves = []
+    for row, _ in _pairs(3):  # 2 configurations × 3 seeds; seed s's reward is base + 0.1 s at every step
+        curves.append((row, [(step, row["before"], 0.0) for step in (1, 2, 3)]))
+    fig = reward_figure(curves, tmp_path, "rw", title="t", style=Style([r for r, _ in curves]))
+    assert "mean over the seeds" in fig.caption
+    # the two configurations' mean lines (0.6, 0.7, 0.8 → 0.7; 0.2, 0.3, 0.4 → 0.3) besides 6 faint seed lines
+    assert sorted(round(ln[1][0], 6) for ln in drawn[0] if len(ln[0]) == 3) == sorted([0.6, 0.7, 0.8, 0.2, 0.3, 0.4]
+                                                                                     + [0.7, 0.3])
+    rows = (tmp_path / "data" / "rw.csv").read_text().splitlines()
+    assert len(rows) == 1 + 6 * 3  # every run's every step kept in the CSV

@@ -514,24 +514,46 @@ def ttc_figure(curves: list[tuple[dict, dict]], out_dir: Path, key: str, *, titl
 
 
 def reward_figure(curves: list, out_dir: Path, key: str, *, title: str, style: Style, caption: str = "") -> Figure:
-    """GRPO's mean reward per step, one line per model (the CSV keeps each step's reward sd)."""
+    """GRPO's mean reward per step, one line per model — or, with seeds, one line per configuration:
+    its seeds' mean with a band of their sd, the seeds faint behind it (the CSV keeps every run's steps
+    and each step's reward sd over the group's completions)."""
     if not curves:
         return skipped(key, title, "no GRPO metrics")
     fig, ax = _setup(title, None, "mean reward (fraction of completions correct)")
     ax.set_xlabel("GRPO step")
-    records = []
-    vary = [c for c in ("lr", "init_std", "seed") if len({num(r.get(c)) for r, _ in curves}) > 1]
-    for r, pts in curves:
-        steps = [p[0] for p in pts]
-        mean = np.array([p[1] for p in pts])
-        ax.plot(steps, mean, color=style.colour(r), ls=style.linestyle(r), marker=style.marker(r), ms=3, lw=1.0)
-        label = f"E{r.get('num_experts')} k{r.get('top_k')}" + "".join(
-            f" {c}={v:g}" for c in vary if (v := num(r.get(c))) is not None)  # imported models: no lr, seed
-        ax.annotate(label, (steps[-1], mean[-1]), xytext=(4, 0),
-                    textcoords="offset points", fontsize=6, va="center", color=style.colour(r))
-        for step, m, sd in pts:
-            records.append([r.get(c) for c in ID_COLUMNS] + [step, m, sd])
-    style.legend(ax, [r for r, _ in curves], variants=False)
+    records = [[r.get(c) for c in ID_COLUMNS] + [step, m, sd] for r, pts in curves for step, m, sd in pts]
+    frame = table([r for r, _ in curves], columns=[*CONFIG_AXES, "seed"], numeric=[*CONFIG_AXES, "seed"])
+    by_config: dict = defaultdict(list)
+    for config, curve in zip(config_ids(frame), curves):
+        by_config[config].append(curve)
+    seeded = max(len(members) for members in by_config.values()) >= 2
+    vary = [c for c in ("lr", "init_std", *(() if seeded else ("seed",)))
+            if len({num(r.get(c)) for r, _ in curves}) > 1]
+    # one colour per configuration where they are few (they share an active size, so its colour tells nothing)
+    palette = plt.get_cmap("tab10") if len(by_config) <= 10 else None
+    for i, members in enumerate(by_config.values()):
+        r0 = members[0][0]
+        colour = palette(i) if palette else style.colour(r0)
+        label = f"E{r0.get('num_experts')} k{r0.get('top_k')}" + "".join(
+            f" {c}={v:g}" for c in vary if (v := num(r0.get(c))) is not None)  # imported models: no lr, seed
+        if len(members) >= 2:
+            steps = sorted(set.intersection(*({p[0] for p in pts} for _, pts in members)))
+            reward_SxT = np.array([[dict((p[0], p[1]) for p in pts)[t] for t in steps] for _, pts in members])
+            mean_T, sd_T = reward_SxT.mean(0), reward_SxT.std(0, ddof=1)
+            for _, pts in members:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], color=colour, lw=0.6, alpha=0.25)
+            ax.fill_between(steps, mean_T - sd_T, mean_T + sd_T, color=colour, alpha=0.12, lw=0)
+            label += f" ({len(members)} seeds)"
+        else:
+            steps, mean_T = [p[0] for p in members[0][1]], np.array([p[1] for p in members[0][1]])
+        ax.plot(steps, mean_T, color=colour, ls=style.linestyle(r0), marker=style.marker(r0), ms=3, lw=1.2)
+        ax.annotate(label, (steps[-1], mean_T[-1]), xytext=(4, 0), textcoords="offset points", fontsize=6,
+                    va="center", color=colour)
+    if seeded:
+        caption = (caption + " " if caption else "") + ("Lines: mean over the seeds of each configuration, band ± "
+                                                        "their sd; faint: the individual seeds.")
+    if palette is None:  # colours by active size: the study's legend applies (else each line is labelled)
+        style.legend(ax, [r for r, _ in curves], variants=False)
     png = _save(fig, out_dir, key)
     data = write_csv(out_dir / "data" / f"{key}.csv", [*ID_COLUMNS, "step", "reward_mean", "reward_sd"], records)
     return Figure(key, title, caption, png, data)
