@@ -23,6 +23,7 @@ import matplotlib
 matplotlib.use("Agg")  # headless: figures are files, never windows
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
 from moelab.accounting import human_count  # noqa: E402
 from moelab.analysis.data import Quantity, num  # noqa: E402
@@ -251,6 +252,13 @@ class SeedCounts:
         return f"{n} seeds"
 
 
+def replicate_frame(rows: list[dict]) -> pd.DataFrame:
+    """``rows`` as a typed table of the configuration axes and seed, with a ``config`` id shared by a
+    configuration's seeds (:func:`moelab.analysis.seeds.config_ids`): what every seeded figure groups by."""
+    frame = table(rows, columns=[*CONFIG_AXES, "seed"], numeric=[*CONFIG_AXES, "seed"])
+    return frame.assign(config=config_ids(frame))
+
+
 def draw_series(ax, pts: list[tuple[dict, float, float]], y: Quantity, *, style: Style,
                 line_key: Callable[[dict], tuple] | None = None,
                 end_label: Callable[[dict], str] | None = None) -> SeedCounts:
@@ -265,8 +273,8 @@ def draw_series(ax, pts: list[tuple[dict, float, float]], y: Quantity, *, style:
     # and a line through all of them would zig-zag between k at equal x
     key_of = line_key or (lambda r: (num(r.get("active_size")), num(r.get("top_k")), *style.variant(r)))
     line_keys = sorted({sort_key(key_of(r)) for r, _, _ in pts})
-    frame = table([r for r, _, _ in pts], columns=[*CONFIG_AXES, "seed"], numeric=[*CONFIG_AXES, "seed"])
-    frame = frame.assign(x=[p[1] for p in pts], y=[p[2] for p in pts], config=config_ids(frame),
+    frame = replicate_frame([r for r, _, _ in pts])
+    frame = frame.assign(x=[p[1] for p in pts], y=[p[2] for p in pts],
                          line=[line_keys.index(sort_key(key_of(r))) for r, _, _ in pts], row=range(len(pts)))
     # per configuration (C rows): its seeds' mean and sample sd (NaN for one seed), count, first row
     configs_C = frame.groupby("config").agg(x=("x", "mean"), x_sd=("x", "std"), y=("y", "mean"), y_sd=("y", "std"),
@@ -425,9 +433,8 @@ def prepost_figure(pairs: list[tuple[dict, dict]], y_pre: Quantity, y_post: Quan
     fig, ax = _setup(title, x, ylabel or y_pre.label)
     # Seeds are replicates: a configuration with >= 2 seeds is one point per measurement (the seeds'
     # mean, error bar their sample sd, the seeds faint behind it); one seed keeps its items' interval.
-    frame = table([p[0] for p in pts], columns=[*CONFIG_AXES, "seed"], numeric=[*CONFIG_AXES, "seed"])
-    frame = frame.assign(x=[p[2] for p in pts], a=[p[3] for p in pts], b=[p[4] for p in pts],
-                         config=config_ids(frame), row=range(len(pts)))
+    frame = replicate_frame([p[0] for p in pts])
+    frame = frame.assign(x=[p[2] for p in pts], a=[p[3] for p in pts], b=[p[4] for p in pts], row=range(len(pts)))
     configs_C = frame.groupby("config").agg(x=("x", "mean"), a=("a", "mean"), a_sd=("a", "std"), b=("b", "mean"),
                                             b_sd=("b", "std"), n=("a", "size"), row=("row", "first"))
     seeded = bool(configs_C["n"].max() >= 2)
@@ -464,10 +471,9 @@ def prepost_figure(pairs: list[tuple[dict, dict]], y_pre: Quantity, y_post: Quan
             ax.plot(c.x, c.a, marker, color=colour, ms=6, mec="black", mew=0.4)
             ax.plot(c.x, c.b, marker, mfc="white", mec=colour, ms=6, mew=1.2)
     if seeded:
-        n_lo, n_hi = int(configs_C["n"][configs_C["n"] >= 2].min()), int(configs_C["n"].max())
+        counts = SeedCounts(int(configs_C["n"][configs_C["n"] >= 2].min()), int(configs_C["n"].max()), [])
         caption = (caption + " " if caption else "") + (
-            f"Points: mean ± sd over {n_hi if n_lo == n_hi else f'{n_lo}–{n_hi}'} seeds per configuration "
-            "(faint: the individual seeds).")
+            f"Points: mean ± sd over {counts.text()} per configuration (faint: the individual seeds).")
     ax.plot([], [], "k-", label=names[0])
     ax.plot([], [], "k--", label=names[1])
     _set_log(ax, x, [p[2] for p in pts])
@@ -522,9 +528,8 @@ def reward_figure(curves: list, out_dir: Path, key: str, *, title: str, style: S
     fig, ax = _setup(title, None, "mean reward (fraction of completions correct)")
     ax.set_xlabel("GRPO step")
     records = [[r.get(c) for c in ID_COLUMNS] + [step, m, sd] for r, pts in curves for step, m, sd in pts]
-    frame = table([r for r, _ in curves], columns=[*CONFIG_AXES, "seed"], numeric=[*CONFIG_AXES, "seed"])
     by_config: dict = defaultdict(list)
-    for config, curve in zip(config_ids(frame), curves):
+    for config, curve in zip(replicate_frame([r for r, _ in curves])["config"], curves):
         by_config[config].append(curve)
     seeded = max(len(members) for members in by_config.values()) >= 2
     vary = [c for c in ("lr", "init_std", *(() if seeded else ("seed",)))
